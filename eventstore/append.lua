@@ -1,0 +1,103 @@
+#!lua
+-- append.lua: atomically append k events to a partition log and to one
+-- aggregate stream of that partition (both keys share the slot {cat:p}).
+--
+-- KEYS[1]  partition log        <ns>:{<cat>:<p>}:log
+-- KEYS[2]  aggregate stream     <ns>:{<cat>:<p>}:agg:<id>
+-- ARGV[1]  expected kind: "e" exact, "a" any, "x" stream exists
+-- ARGV[2]  expected version (used with "e")
+-- ARGV[3]  k, the number of events
+-- ARGV[4]  aggregate ID
+-- ARGV[5..] four per event: event UUID, type, data, metadata JSON ("" = none)
+--
+-- Returns {1, first_version, recorded_us, id_1 .. id_k}  appended
+--         {2, first_version, "",          id_1 .. id_k}  already appended:
+--                                                        an idempotent retry
+--         {0, actual_version}                            conflict
+--
+-- Guards I1: every ID comes from XADD <log> * (Redis keeps last_generated_id,
+--            so IDs stay monotonic when the clock goes back); the aggregate
+--            stream reuses it.
+--        I2: all k events land in both streams or none does: a failed write
+--            undoes the ones before it before the script returns.
+--        I3: the version check and the writes run in one script.
+--        I4: an append whose event UUIDs already sit at the versions it
+--            expected returns the original IDs instead of writing again.
+local log, agg = KEYS[1], KEYS[2]
+local kind, expected, k, aggid = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local cur = redis.call('XLEN', agg)
+
+local function eid(i) return ARGV[4 + (i - 1) * 4 + 1] end
+
+-- IDs of the entries at versions from .. from+k-1 if their UUIDs are this
+-- batch's, else nil. Reads from whichever end of the stream is closer.
+local function already(from)
+  local to = from + k - 1
+  if from < 1 or to > cur then return nil end
+  local rows
+  local get
+  if cur - from < from then
+    rows = redis.call('XREVRANGE', agg, '+', '-', 'COUNT', cur - from + 1)
+    get = function(v) return rows[cur - v + 1] end
+  else
+    rows = redis.call('XRANGE', agg, '-', '+', 'COUNT', to)
+    get = function(v) return rows[v] end
+  end
+  local ids = {}
+  for i = 1, k do
+    local row = get(from + i - 1)
+    if row == nil or row[2][2] ~= eid(i) then return nil end
+    ids[i] = row[1]
+  end
+  return ids
+end
+
+local function duplicate(from, ids)
+  local r = {2, from, ''}
+  for i = 1, k do r[#r + 1] = ids[i] end
+  return r
+end
+
+if kind == 'e' then
+  if cur ~= expected then
+    if cur > expected then
+      local ids = already(expected + 1)
+      if ids then return duplicate(expected + 1, ids) end
+    end
+    return {0, cur}
+  end
+else
+  -- Any / StreamExists: best effort, the last k events are compared.
+  if cur >= k then
+    local ids = already(cur - k + 1)
+    if ids then return duplicate(cur - k + 1, ids) end
+  end
+  if kind == 'x' and cur == 0 then return {0, 0} end
+end
+
+local t = redis.call('TIME')
+local recorded = t[1] .. string.format('%06d', tonumber(t[2]))
+
+local ids = {}
+local function undo(err)
+  for j = 1, #ids do
+    redis.pcall('XDEL', log, ids[j])
+    redis.pcall('XDEL', agg, ids[j])
+  end
+  return redis.error_reply('append undone: ' .. tostring(err))
+end
+
+for i = 1, k do
+  local b = 4 + (i - 1) * 4
+  local id = redis.pcall('XADD', log, '*',
+    'v', '1', 'agg', aggid, 'ver', cur + i, 'eid', ARGV[b + 1],
+    'type', ARGV[b + 2], 'data', ARGV[b + 3], 'meta', ARGV[b + 4], 'ts', recorded)
+  if type(id) == 'table' and id.err then return undo(id.err) end
+  ids[i] = id
+  local ok = redis.pcall('XADD', agg, id, 'e', ARGV[b + 1])
+  if type(ok) == 'table' and ok.err then return undo(ok.err) end
+end
+
+local r = {1, cur + 1, recorded}
+for i = 1, k do r[#r + 1] = ids[i] end
+return r

@@ -1,0 +1,275 @@
+package eventstore
+
+import (
+	"container/heap"
+	"context"
+	_ "embed"
+	"fmt"
+	"iter"
+
+	"github.com/redis/rueidis"
+
+	"github.com/redsource/redsource/internal/keys"
+)
+
+//go:embed read_aggregate.lua
+var readAggregateLua string
+
+var readAggregateScript = rueidis.NewLuaScriptReadOnly(readAggregateLua)
+
+// Read returns an aggregate's events from fromVersion (inclusive; 0 and 1
+// both mean the start), paging through Redis so that memory stays constant
+// however long the stream. Iteration stops at the first error, which is
+// yielded.
+func (s *Store) Read(ctx context.Context, stream StreamID, fromVersion uint64) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		if err := validateStream(stream); err != nil {
+			yield(Event{}, err)
+			return
+		}
+		p := s.Partition(stream)
+		ks := []string{s.keys.Aggregate(stream.Category, p, stream.ID), s.keys.Log(stream.Category, p)}
+		start, skip := "-", uint64(0)
+		if fromVersion > 1 {
+			skip = fromVersion - 1
+		}
+		want := max(fromVersion, 1)
+		for {
+			page, err := readAggregateScript.Exec(ctx, s.client, ks,
+				[]string{start, fmt.Sprint(skip), fmt.Sprint(s.cfg.ReadBatch)}).ToArray()
+			if err != nil {
+				yield(Event{}, fmt.Errorf("eventstore: read %s: %w", stream, err))
+				return
+			}
+			for _, m := range page {
+				ev, err := decodeMessage(stream.Category, p, m)
+				if err == nil && ev.Stream.ID != stream.ID {
+					err = fmt.Errorf("%w: %s entry %s belongs to aggregate %q", ErrCorruptEntry, stream, ev.Position, ev.Stream.ID)
+				}
+				if err == nil && ev.Version != want {
+					err = fmt.Errorf("%w: %s entry %s has version %d, want %d", ErrCorruptEntry, stream, ev.Position, ev.Version, want)
+				}
+				if err != nil {
+					yield(Event{}, err)
+					return
+				}
+				if !yield(ev, nil) {
+					return
+				}
+				want++
+				start = "(" + ev.Position.String()
+			}
+			if len(page) < s.cfg.ReadBatch {
+				return
+			}
+			skip = 0
+		}
+	}
+}
+
+// Version returns an aggregate stream's current version (its event count).
+func (s *Store) Version(ctx context.Context, stream StreamID) (uint64, error) {
+	if err := validateStream(stream); err != nil {
+		return 0, err
+	}
+	p := s.Partition(stream)
+	n, err := s.client.Do(ctx, s.client.B().Xlen().Key(s.keys.Aggregate(stream.Category, p, stream.ID)).Build()).AsInt64()
+	if err != nil {
+		return 0, fmt.Errorf("eventstore: version of %s: %w", stream, err)
+	}
+	return uint64(n), nil
+}
+
+func validateStream(stream StreamID) error {
+	if err := keys.ValidateCategory(stream.Category); err != nil {
+		return invalidName(err)
+	}
+	return invalidName(keys.ValidateAggregateID(stream.ID))
+}
+
+// ReadPartition returns the events of one partition log between two
+// positions, both inclusive, in log order.
+func (s *Store) ReadPartition(ctx context.Context, category string, partition int, from, to Position) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		if err := keys.ValidateCategory(category); err != nil {
+			yield(Event{}, invalidName(err))
+			return
+		}
+		r := s.partitionReader(category, partition, from, to)
+		for {
+			ev, ok, err := r.next(ctx)
+			if err != nil {
+				yield(Event{}, err)
+				return
+			}
+			if !ok || !yield(ev, nil) {
+				return
+			}
+		}
+	}
+}
+
+// ReadCategory returns the events of a category between two positions, both
+// inclusive, merged across partitions in (Position, partition) order. Use
+// PositionAt and LastPositionAt for time bounds. Memory is bounded by
+// partitions × ReadBatch entries. A category never appended to yields
+// nothing.
+func (s *Store) ReadCategory(ctx context.Context, category string, from, to Position) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		n, err := s.recordedPartitions(ctx, category)
+		if err != nil || n == 0 {
+			if err != nil {
+				yield(Event{}, err)
+			}
+			return
+		}
+		h := make(mergeHeap, 0, n)
+		for p := 0; p < n; p++ {
+			r := s.partitionReader(category, p, from, to)
+			ev, ok, err := r.next(ctx)
+			if err != nil {
+				yield(Event{}, err)
+				return
+			}
+			if ok {
+				h = append(h, mergeItem{ev, r})
+			}
+		}
+		heap.Init(&h)
+		for len(h) > 0 {
+			top := h[0]
+			if !yield(top.ev, nil) {
+				return
+			}
+			ev, ok, err := top.r.next(ctx)
+			switch {
+			case err != nil:
+				yield(Event{}, err)
+				return
+			case ok:
+				h[0].ev = ev
+				heap.Fix(&h, 0)
+			default:
+				heap.Pop(&h)
+			}
+		}
+	}
+}
+
+// recordedPartitions returns the category's recorded partition count, or 0
+// when the category has never been used. A count other than this store's
+// is ErrPartitionMismatch.
+func (s *Store) recordedPartitions(ctx context.Context, category string) (int, error) {
+	if err := keys.ValidateCategory(category); err != nil {
+		return 0, invalidName(err)
+	}
+	s.mu.Lock()
+	n, ok := s.partitions[category]
+	s.mu.Unlock()
+	if ok {
+		return n, nil
+	}
+	got, err := s.client.Do(ctx, s.client.B().Get().Key(s.keys.Meta(category)).Build()).ToString()
+	if rueidis.IsRedisNil(err) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("eventstore: partition count of %q: %w", category, err)
+	}
+	if got != fmt.Sprint(s.cfg.Partitions) {
+		return 0, fmt.Errorf("%w: category %q has %s partitions in Redis, this store is configured with %d", ErrPartitionMismatch, category, got, s.cfg.Partitions)
+	}
+	s.mu.Lock()
+	s.partitions[category] = s.cfg.Partitions
+	s.mu.Unlock()
+	return s.cfg.Partitions, nil
+}
+
+// partitionReader pages through one partition log with XRANGE.
+type partitionReader struct {
+	s         *Store
+	category  string
+	partition int
+	key       string
+	start     string // inclusive, or exclusive "(id"
+	end       string
+	buf       []rueidis.RedisMessage
+	done      bool
+}
+
+func (s *Store) partitionReader(category string, p int, from, to Position) *partitionReader {
+	return &partitionReader{s: s, category: category, partition: p, key: s.keys.Log(category, p),
+		start: from.String(), end: to.String(), done: from.Compare(to) > 0}
+}
+
+func (r *partitionReader) next(ctx context.Context) (Event, bool, error) {
+	if len(r.buf) == 0 {
+		if r.done {
+			return Event{}, false, nil
+		}
+		c := r.s.client
+		page, err := c.Do(ctx, c.B().Xrange().Key(r.key).Start(r.start).End(r.end).Count(int64(r.s.cfg.ReadBatch)).Build()).ToArray()
+		if err != nil {
+			return Event{}, false, fmt.Errorf("eventstore: read %s partition %d: %w", r.category, r.partition, err)
+		}
+		r.done = len(page) < r.s.cfg.ReadBatch
+		if len(page) == 0 {
+			return Event{}, false, nil
+		}
+		r.buf = page
+	}
+	ev, err := decodeMessage(r.category, r.partition, r.buf[0])
+	r.buf = r.buf[1:]
+	if err != nil {
+		return Event{}, false, err
+	}
+	r.start = "(" + ev.Position.String()
+	if ev.Position == MaxPosition {
+		r.done = true
+	}
+	return ev, true, nil
+}
+
+// decodeMessage decodes one XRANGE reply element {id, {field, value...}}.
+func decodeMessage(category string, p int, m rueidis.RedisMessage) (Event, error) {
+	parts, err := m.ToArray()
+	if err != nil || len(parts) != 2 {
+		return Event{}, fmt.Errorf("%w: %s partition %d: malformed stream entry", ErrCorruptEntry, category, p)
+	}
+	id, err := parts[0].ToString()
+	if err != nil {
+		return Event{}, fmt.Errorf("%w: %s partition %d: entry without ID", ErrCorruptEntry, category, p)
+	}
+	if parts[1].IsNil() {
+		return Event{}, fmt.Errorf("%w: %s partition %d entry %s", ErrMissingEntry, category, p, id)
+	}
+	fields, err := parts[1].AsStrSlice()
+	if err != nil {
+		return Event{}, fmt.Errorf("%w: %s partition %d entry %s: %w", ErrCorruptEntry, category, p, id, err)
+	}
+	return DecodeEntry(category, p, id, fields)
+}
+
+type mergeItem struct {
+	ev Event
+	r  *partitionReader
+}
+
+// mergeHeap orders by (Position, partition).
+type mergeHeap []mergeItem
+
+func (h mergeHeap) Len() int { return len(h) }
+func (h mergeHeap) Less(i, j int) bool {
+	if c := h[i].ev.Position.Compare(h[j].ev.Position); c != 0 {
+		return c < 0
+	}
+	return h[i].ev.Partition < h[j].ev.Partition
+}
+func (h mergeHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *mergeHeap) Push(x any)   { *h = append(*h, x.(mergeItem)) }
+func (h *mergeHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
