@@ -1,0 +1,2 @@
+-- Reserved for the snapshot store (roadmap 2).
+SELECT 1;
