@@ -108,6 +108,12 @@ func (l Layout) DLQ(category string, p int, projection string) string {
 	return l.tag(category, p) + ":dlq:" + projection
 }
 
+// DLQIndex maps a quarantined entry's log ID to its dead-letter entry ID,
+// so that mirroring into the DLQ is idempotent.
+func (l Layout) DLQIndex(category string, p int, projection string) string {
+	return l.DLQ(category, p, projection) + ":idx"
+}
+
 // Snapshot is the Redis snapshot of one aggregate.
 func (l Layout) Snapshot(category string, p int, id string) string {
 	return l.tag(category, p) + ":snap:" + id

@@ -1,0 +1,93 @@
+package projection
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/redsource/redsource/eventstore"
+)
+
+// PartitionStatus is the health of one projection partition.
+type PartitionStatus struct {
+	Projection  string              `json:"projection"`
+	Category    string              `json:"category"`
+	Partition   int                 `json:"partition"`
+	Checkpoint  eventstore.Position `json:"checkpoint"`
+	Applied     int64               `json:"applied"`
+	Owner       string              `json:"owner"` // current lease holder; "" when none
+	Lag         int64               `json:"lag"`   // entries not yet delivered (XINFO GROUPS); -1 unknown
+	Pending     int64               `json:"pending"`
+	Quarantined int                 `json:"quarantined"`
+	Parked      int                 `json:"parked"`
+	Missing     int                 `json:"missing"`
+	LastError   string              `json:"last_error,omitempty"`
+	UpdatedAt   time.Time           `json:"updated_at"`
+}
+
+// Projections lists the projections that have checkpoints.
+func (a *Admin) Projections(ctx context.Context) ([]string, error) {
+	var out []string
+	err := inTx(ctx, a.db, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, "SELECT DISTINCT projection FROM "+a.table("checkpoints")+" ORDER BY 1")
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("projection: list projections: %w", err)
+	}
+	return out, nil
+}
+
+// Status reports every partition of a projection: checkpoint and owner
+// from PostgreSQL and Redis, lag and pending from the consumer group, and
+// held-event counts.
+func (a *Admin) Status(ctx context.Context, store *eventstore.Store, projection string) ([]PartitionStatus, error) {
+	var out []PartitionStatus
+	err := inTx(ctx, a.db, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, "SELECT c.category, c.partition, c.position, c.applied, c.last_error, c.updated_at,"+
+			" count(h.*) FILTER (WHERE h.reason = 'quarantined'), count(h.*) FILTER (WHERE h.reason = 'parked'),"+
+			" count(h.*) FILTER (WHERE h.reason = 'missing')"+
+			" FROM "+a.table("checkpoints")+" c LEFT JOIN "+a.table("held_events")+" h ON h.projection = c.projection"+
+			" AND h.category = c.category AND h.partition = c.partition AND h.resolved_at IS NULL"+
+			" WHERE c.projection = $1 GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2", projection)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			s := PartitionStatus{Projection: projection}
+			var pos string
+			if err := rows.Scan(&s.Category, &s.Partition, &pos, &s.Applied, &s.LastError, &s.UpdatedAt, &s.Quarantined, &s.Parked, &s.Missing); err != nil {
+				return err
+			}
+			if s.Checkpoint, err = eventstore.ParsePosition(pos); err != nil {
+				return err
+			}
+			out = append(out, s)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("projection: status of %q: %w", projection, err)
+	}
+	c := store.Client()
+	layout := layoutOf(store)
+	for i := range out {
+		s := &out[i]
+		s.Lag = -1
+		key := store.LogKey(s.Category, s.Partition)
+		if gi, err := readGroupInfo(ctx, c, key, projection); err == nil {
+			s.Lag, s.Pending = gi.lag, gi.pending
+		}
+		if owner, err := c.Do(ctx, c.B().Get().Key(layout.Lease(s.Category, s.Partition, projection)).Build()).ToString(); err == nil {
+			s.Owner = owner
+		}
+	}
+	return out, nil
+}

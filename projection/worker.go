@@ -1,0 +1,516 @@
+package projection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/redis/rueidis"
+
+	"github.com/redsource/redsource/eventstore"
+)
+
+// worker projects one partition of one category for one projection while
+// its runner owns the lease.
+type worker struct {
+	r *Runner
+	u unit
+	p Projection
+
+	log      *slog.Logger
+	logKey   string
+	group    string
+	consumer string
+
+	fence     int64
+	cp        eventstore.Position
+	cpEvent   *uuid.UUID
+	lastCheck time.Time
+}
+
+func (w *worker) init() {
+	w.group = w.p.Name
+	w.consumer = strconv.Itoa(w.u.partition)
+	w.logKey = w.r.cfg.Store.LogKey(w.u.category, w.u.partition)
+	w.log = w.r.cfg.Logger.With("projection", w.p.Name, "category", w.u.category, "partition", w.u.partition, "worker", w.r.cfg.WorkerID)
+}
+
+// run owns the partition until ctx ends or ownership is lost, starting
+// over (with backoff) after any failure.
+func (w *worker) run(ctx context.Context) {
+	w.init()
+	backoff := w.r.cfg.Backoff
+	for ctx.Err() == nil {
+		err := w.own(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, ErrLostOwnership) {
+			w.log.Warn("projection: ownership lost", "err", err)
+			return
+		}
+		w.log.Error("projection: partition stopped; will retry", "err", err, "retry_in", backoff)
+		w.recordError(err)
+		if !sleep(ctx, backoff) {
+			return
+		}
+		backoff = min(backoff*2, w.r.cfg.CheckInterval)
+	}
+}
+
+// own runs one ownership: fence, checks, catch-up, then the steady loop.
+func (w *worker) own(ctx context.Context) error {
+	if err := w.takeOver(ctx); err != nil {
+		return err
+	}
+	if err := w.checkLog(ctx); err != nil {
+		return err
+	}
+	last, err := w.ensureGroup(ctx)
+	if err != nil {
+		return err
+	}
+	if err := w.reconcileMirror(ctx); err != nil {
+		return err
+	}
+	if err := w.catchUp(ctx, last); err != nil {
+		return err
+	}
+	return w.steady(ctx)
+}
+
+// takeOver bumps the fence: from now on, a batch of any previous owner
+// fails its compare-and-set.
+func (w *worker) takeOver(ctx context.Context) error {
+	var pos string
+	err := w.inTx(ctx, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, "UPDATE "+w.r.table("checkpoints")+
+			" SET fence = fence + 1, owner = $4 WHERE projection = $1 AND category = $2 AND partition = $3"+
+			" RETURNING fence, position, event_id", w.p.Name, w.u.category, w.u.partition, w.r.cfg.WorkerID).
+			Scan(&w.fence, &pos, &w.cpEvent)
+	})
+	if err != nil {
+		return fmt.Errorf("projection: take over checkpoint: %w", err)
+	}
+	w.cp, err = eventstore.ParsePosition(pos)
+	return err
+}
+
+// checkLog verifies that the entry at the checkpoint is still in the log
+// and is the same event: a log that lost its tail fails here, before a new
+// event that reuses a lost ID could be skipped.
+func (w *worker) checkLog(ctx context.Context) error {
+	w.lastCheck = time.Now()
+	if w.cp.IsZero() {
+		return nil
+	}
+	c := w.r.cfg.Store.Client()
+	msgs, err := c.Do(ctx, c.B().Xrange().Key(w.logKey).Start(w.cp.String()).End(w.cp.String()).Build()).ToArray()
+	if err != nil {
+		return fmt.Errorf("projection: check log: %w", err)
+	}
+	if len(msgs) == 0 {
+		last := "none"
+		if tail, err := c.Do(ctx, c.B().Xrevrange().Key(w.logKey).End("+").Start("-").Count(1).Build()).ToArray(); err == nil && len(tail) == 1 {
+			if es, err := decodeEntries(w.u.category, w.u.partition, tail); err == nil {
+				last = es[0].id
+			}
+		}
+		return fmt.Errorf("%w: %s partition %d: the entry at checkpoint %s is gone (last entry in the log: %s)",
+			ErrLogRegressed, w.u.category, w.u.partition, w.cp, last)
+	}
+	es, err := decodeEntries(w.u.category, w.u.partition, msgs)
+	if err != nil {
+		return err
+	}
+	if w.cpEvent != nil && es[0].decodeErr == nil && es[0].ev.ID != *w.cpEvent {
+		return fmt.Errorf("%w: %s partition %d: the entry at checkpoint %s is event %s, but the checkpoint recorded event %s",
+			ErrLogRegressed, w.u.category, w.u.partition, w.cp, es[0].ev.ID, *w.cpEvent)
+	}
+	return nil
+}
+
+// ensureGroup creates the consumer group at the checkpoint (never at $),
+// moves a group that is behind the checkpoint up to it, and returns the
+// group's last delivered ID.
+func (w *worker) ensureGroup(ctx context.Context) (eventstore.Position, error) {
+	c := w.r.cfg.Store.Client()
+	err := c.Do(ctx, c.B().XgroupCreate().Key(w.logKey).Group(w.group).Id(w.cp.String()).Mkstream().Build()).Error()
+	if err != nil && !rueidis.IsRedisBusyGroup(err) {
+		return eventstore.Position{}, fmt.Errorf("projection: create group: %w", err)
+	}
+	last, err := w.lastDelivered(ctx)
+	if err != nil {
+		return last, err
+	}
+	if last.Compare(w.cp) < 0 {
+		if err := c.Do(ctx, c.B().XgroupSetid().Key(w.logKey).Group(w.group).Id(w.cp.String()).Build()).Error(); err != nil {
+			return last, fmt.Errorf("projection: move group to checkpoint: %w", err)
+		}
+		last = w.cp
+	}
+	return last, nil
+}
+
+func (w *worker) lastDelivered(ctx context.Context) (eventstore.Position, error) {
+	info, err := w.groupInfo(ctx)
+	if err != nil {
+		return eventstore.Position{}, err
+	}
+	return eventstore.ParsePosition(info.lastDelivered)
+}
+
+type groupInfo struct {
+	lastDelivered string
+	pending       int64
+	lag           int64 // -1 when Redis cannot tell
+}
+
+func (w *worker) groupInfo(ctx context.Context) (groupInfo, error) {
+	return readGroupInfo(ctx, w.r.cfg.Store.Client(), w.logKey, w.group)
+}
+
+func readGroupInfo(ctx context.Context, c rueidis.Client, key, group string) (groupInfo, error) {
+	groups, err := c.Do(ctx, c.B().XinfoGroups().Key(key).Build()).ToArray()
+	if err != nil {
+		return groupInfo{lag: -1}, fmt.Errorf("projection: XINFO GROUPS %s: %w", key, err)
+	}
+	for _, g := range groups {
+		m, err := g.AsMap()
+		if err != nil {
+			continue
+		}
+		name, last, pending, lag := m["name"], m["last-delivered-id"], m["pending"], m["lag"]
+		if n, _ := name.ToString(); n != group {
+			continue
+		}
+		gi := groupInfo{lag: -1}
+		gi.lastDelivered, _ = last.ToString()
+		gi.pending, _ = pending.AsInt64()
+		if !lag.IsNil() {
+			if l, err := lag.AsInt64(); err == nil {
+				gi.lag = l
+			}
+		}
+		return gi, nil
+	}
+	return groupInfo{lag: -1}, fmt.Errorf("projection: no group %q on %s", group, key)
+}
+
+// catchUp applies everything between the checkpoint and the group's last
+// delivered ID, in log order: entries still pending from an earlier owner
+// (one at a time, so that a crash points at exactly one event) and entries
+// that were delivered but are pending nowhere (a deleted consumer, a
+// manual XACK). Pending entries gone from the log are reported and
+// acknowledged.
+func (w *worker) catchUp(ctx context.Context, last eventstore.Position) error {
+	c := w.r.cfg.Store.Client()
+	if err := w.ackApplied(ctx); err != nil {
+		return err
+	}
+	pending, err := w.pendingAfter(ctx, w.cp)
+	if err != nil {
+		return err
+	}
+	for last.Compare(w.cp) > 0 {
+		msgs, err := c.Do(ctx, c.B().Xrange().Key(w.logKey).Start("("+w.cp.String()).End(last.String()).
+			Count(int64(w.r.cfg.BatchSize)).Build()).ToArray()
+		if err != nil {
+			return fmt.Errorf("projection: catch up: %w", err)
+		}
+		if len(msgs) == 0 {
+			break
+		}
+		es, err := decodeEntries(w.u.category, w.u.partition, msgs)
+		if err != nil {
+			return err
+		}
+		// Runs of entries pending nowhere go as batches; pending ones one
+		// by one.
+		for len(es) > 0 {
+			n := 0
+			for n < len(es) && !pending[es[n].id] {
+				n++
+			}
+			if err := w.process(ctx, es[:n]); err != nil {
+				return err
+			}
+			for _, e := range es[:n] {
+				delete(pending, e.id)
+			}
+			es = es[n:]
+			if len(es) > 0 {
+				delete(pending, es[0].id)
+				if err := w.processRedelivered(ctx, es[0]); err != nil {
+					return err
+				}
+				es = es[1:]
+			}
+		}
+	}
+	// Whatever is still pending is no longer in the log.
+	var missing []entry
+	for id := range pending {
+		pos, err := eventstore.ParsePosition(id)
+		if err != nil {
+			continue
+		}
+		missing = append(missing, entry{id: id, pos: pos, missing: true,
+			ev: eventstore.Event{Stream: eventstore.StreamID{Category: w.u.category}, Partition: w.u.partition, Position: pos}})
+	}
+	sortEntries(missing)
+	return w.process(ctx, missing)
+}
+
+// ackApplied acknowledges pending entries at or below the checkpoint: they
+// were applied, only their XACK was lost.
+func (w *worker) ackApplied(ctx context.Context) error {
+	c := w.r.cfg.Store.Client()
+	for {
+		rows, err := c.Do(ctx, c.B().Xpending().Key(w.logKey).Group(w.group).Start("-").End(w.cp.String()).Count(1000).Build()).ToArray()
+		if err != nil {
+			return fmt.Errorf("projection: XPENDING: %w", err)
+		}
+		if len(rows) == 0 {
+			return nil
+		}
+		ids := make([]string, 0, len(rows))
+		for _, r := range rows {
+			if f, err := r.ToArray(); err == nil && len(f) > 0 {
+				id, _ := f[0].ToString()
+				ids = append(ids, id)
+			}
+		}
+		if err := c.Do(ctx, c.B().Xack().Key(w.logKey).Group(w.group).Id(ids...).Build()).Error(); err != nil {
+			return fmt.Errorf("projection: XACK: %w", err)
+		}
+		if len(rows) < 1000 {
+			return nil
+		}
+	}
+}
+
+// pendingAfter returns the IDs pending in the group after from, moving any
+// held by another consumer name to ours (JUSTID: no delivery counted).
+func (w *worker) pendingAfter(ctx context.Context, from eventstore.Position) (map[string]bool, error) {
+	c := w.r.cfg.Store.Client()
+	out := map[string]bool{}
+	start := "(" + from.String()
+	for {
+		rows, err := c.Do(ctx, c.B().Xpending().Key(w.logKey).Group(w.group).Start(start).End("+").Count(1000).Build()).ToArray()
+		if err != nil {
+			return nil, fmt.Errorf("projection: XPENDING: %w", err)
+		}
+		var foreign []string
+		for _, r := range rows {
+			f, err := r.ToArray()
+			if err != nil || len(f) < 2 {
+				continue
+			}
+			id, _ := f[0].ToString()
+			owner, _ := f[1].ToString()
+			out[id] = true
+			start = "(" + id
+			if owner != w.consumer {
+				foreign = append(foreign, id)
+			}
+		}
+		if len(foreign) > 0 {
+			if err := c.Do(ctx, c.B().Xclaim().Key(w.logKey).Group(w.group).Consumer(w.consumer).MinIdleTime("0").Id(foreign...).Justid().Build()).Error(); err != nil {
+				return nil, fmt.Errorf("projection: XCLAIM: %w", err)
+			}
+		}
+		if len(rows) < 1000 {
+			return out, nil
+		}
+	}
+}
+
+// processRedelivered applies one entry that an earlier owner received but
+// did not acknowledge. Claiming it counts a delivery; at MaxDeliveries it
+// goes to quarantine without reaching the handler, which ends crash loops.
+func (w *worker) processRedelivered(ctx context.Context, e entry) error {
+	c := w.r.cfg.Store.Client()
+	res := c.DoMulti(ctx,
+		c.B().Xclaim().Key(w.logKey).Group(w.group).Consumer(w.consumer).MinIdleTime("0").Id(e.id).Build(),
+		c.B().Xpending().Key(w.logKey).Group(w.group).Start(e.id).End(e.id).Count(1).Build())
+	if err := res[0].Error(); err != nil {
+		return fmt.Errorf("projection: XCLAIM: %w", err)
+	}
+	rows, err := res[1].ToArray()
+	if err != nil {
+		return fmt.Errorf("projection: XPENDING: %w", err)
+	}
+	if len(rows) == 1 {
+		if f, err := rows[0].ToArray(); err == nil && len(f) == 4 {
+			n, _ := f[3].AsInt64()
+			e.deliveries = int(n)
+		}
+	}
+	if e.deliveries >= w.r.cfg.MaxDeliveries {
+		e.quarantine = &held{err: fmt.Errorf("delivered %d times without being applied (the worker crashed or lost the partition while applying it); not handed to the handler again", e.deliveries)}
+		w.log.Warn("projection: delivery limit reached", "position", e.id, "deliveries", e.deliveries)
+	}
+	return w.process(ctx, []entry{e})
+}
+
+// steady reads new entries and applies them, batch by batch.
+func (w *worker) steady(ctx context.Context) error {
+	c := w.r.cfg.Store.Client()
+	block := w.r.cfg.Block.Milliseconds()
+	for ctx.Err() == nil {
+		if time.Since(w.lastCheck) >= w.r.cfg.CheckInterval {
+			if err := w.checkLog(ctx); err != nil {
+				return err
+			}
+			if err := w.handleRequests(ctx); err != nil {
+				return err
+			}
+		}
+		res := c.Do(ctx, c.B().Xreadgroup().Group(w.group, w.consumer).Count(int64(w.r.cfg.BatchSize)).
+			Block(block).Streams().Key(w.logKey).Id(">").Build())
+		msgs, err := streamEntries(res, w.logKey)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			// NOGROUP (group or stream deleted) and lost replies both end
+			// this ownership; the next one recreates the group at the
+			// checkpoint and re-reads the pending list.
+			return fmt.Errorf("projection: XREADGROUP: %w", err)
+		}
+		if len(msgs) == 0 {
+			if err := w.handleRequests(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		es, err := decodeEntries(w.u.category, w.u.partition, msgs)
+		if err != nil {
+			return err
+		}
+		for i := range es {
+			es[i].deliveries = 1
+		}
+		if err := w.process(ctx, es); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// process applies entries in one transaction; when the handler fails, it
+// splits the batch (at the failing event when known, else in halves) so
+// that good events commit and only the failing one is retried and, past
+// the limits, quarantined.
+func (w *worker) process(ctx context.Context, es []entry) error {
+	if len(es) == 0 {
+		return nil
+	}
+	at, err := w.apply(ctx, es)
+	if err == nil {
+		return nil
+	}
+	var he *handlerError
+	if !errors.As(err, &he) {
+		return err
+	}
+	if len(es) == 1 {
+		return w.retry(ctx, es[0], he)
+	}
+	if at >= 0 && at < len(es) {
+		if err := w.process(ctx, es[:at]); err != nil {
+			return err
+		}
+		if err := w.retry(ctx, es[at], he); err != nil {
+			return err
+		}
+		return w.process(ctx, es[at+1:])
+	}
+	mid := len(es) / 2
+	if err := w.process(ctx, es[:mid]); err != nil {
+		return err
+	}
+	return w.process(ctx, es[mid:])
+}
+
+// retry hands one failing event to the handler again with backoff, then
+// quarantines it. Permanent errors skip the retries.
+func (w *worker) retry(ctx context.Context, e entry, first *handlerError) error {
+	attempts, last := 1, first.err
+	delay := w.r.cfg.Backoff
+	for attempts < w.r.cfg.MaxAttempts && !IsPermanent(last) {
+		if !sleep(ctx, delay) {
+			return ctx.Err()
+		}
+		delay = min(delay*2, 32*w.r.cfg.Backoff)
+		_, err := w.apply(ctx, []entry{e})
+		if err == nil {
+			return nil
+		}
+		var he *handlerError
+		if !errors.As(err, &he) {
+			return err
+		}
+		attempts++
+		last = he.err
+	}
+	e.quarantine = &held{err: last, attempts: attempts}
+	_, err := w.apply(ctx, []entry{e})
+	return err
+}
+
+// handlerError is a failure of the projection's handler (as opposed to
+// PostgreSQL or Redis failing under it).
+type handlerError struct{ err error }
+
+func (e *handlerError) Error() string { return e.err.Error() }
+func (e *handlerError) Unwrap() error { return e.err }
+
+// infraFailure reports whether an error seen while the handler ran is the
+// database failing rather than the handler: those are not the event's
+// fault and must not count towards quarantine.
+func infraFailure(ctx context.Context, tx pgx.Tx, err error) bool {
+	if ctx.Err() != nil || tx.Conn().IsClosed() || pgconn.Timeout(err) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && len(pe.Code) == 5 {
+		switch pe.Code[:2] {
+		case "08", "53", "57", "58", "XX":
+			return true
+		}
+	}
+	return false
+}
+
+func (w *worker) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return inTx(ctx, w.r.cfg.DB, fn)
+}
+
+func (w *worker) recordError(err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = w.inTx(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "UPDATE "+w.r.table("checkpoints")+" SET last_error = $4, updated_at = now()"+
+			" WHERE projection = $1 AND category = $2 AND partition = $3", w.p.Name, w.u.category, w.u.partition, err.Error())
+		return err
+	})
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
