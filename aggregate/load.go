@@ -1,0 +1,91 @@
+package aggregate
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/redsource/redsource/eventstore"
+	"github.com/redsource/redsource/internal/keys"
+)
+
+// load returns the aggregate at its stream's current version; version 0
+// when the stream has no events.
+func (r *Repository[A]) load(ctx context.Context, id string) (A, error) {
+	var zero A
+	if err := keys.ValidateAggregateID(id); err != nil {
+		return zero, fmt.Errorf("%w: %w", eventstore.ErrInvalidName, err)
+	}
+	stream := r.Stream(id)
+	if r.cfg.Snapshots.Store != nil {
+		a, ok, err := r.fromSnapshot(ctx, stream)
+		if err != nil {
+			return zero, err
+		}
+		if ok {
+			trusted, err := r.replay(ctx, a, stream, true)
+			if err != nil {
+				return zero, err
+			}
+			if trusted {
+				return a, nil
+			}
+		}
+	}
+	a := r.New(id)
+	if _, err := r.replay(ctx, a, stream, false); err != nil {
+		return zero, err
+	}
+	return a, nil
+}
+
+// replay applies the stream's events after a's version. With
+// fromSnapshot, a's state comes from a snapshot, which is trusted only if
+// the stream still holds, at the snapshot's version, the event at the
+// snapshot's position: replay then reads from that version (one event
+// more than needed) and checks it. An untrusted snapshot is logged and
+// replay returns false, with a in an undefined state.
+func (r *Repository[A]) replay(ctx context.Context, a A, stream eventstore.StreamID, fromSnapshot bool) (bool, error) {
+	root := a.root()
+	from, check := root.version+1, fromSnapshot
+	if fromSnapshot {
+		from = root.version
+	}
+	for ev, err := range r.store.Read(ctx, stream, from) {
+		if err != nil {
+			return false, err
+		}
+		if check {
+			check = false
+			if ev.Position != root.position {
+				r.log.WarnContext(ctx, "aggregate: snapshot ignored: the stream holds another event at its version (was the stream rewritten after a data loss?); loading from events",
+					"stream", stream.String(), "version", root.version,
+					"snapshot_position", root.position.String(), "stream_position", ev.Position.String())
+				return false, nil
+			}
+			continue
+		}
+		if err := applyStored(r.types, a, ev); err != nil {
+			return false, err
+		}
+		root.version, root.position = ev.Version, ev.Position
+	}
+	if check { // no event at the snapshot's version
+		attrs := []any{"stream", stream.String(), "snapshot_version", root.version}
+		if v, err := r.store.Version(ctx, stream); err == nil {
+			attrs = append(attrs, "stream_version", v)
+		}
+		r.log.WarnContext(ctx, "aggregate: snapshot ignored: it is newer than the stream (did Redis lose data?); loading from events", attrs...)
+		return false, nil
+	}
+	return true, nil
+}
+
+// applyStored decodes a stored event and applies it.
+func applyStored[A Interface](types *Registry, a A, ev eventstore.Event) error {
+	e, err := types.Decode(ev)
+	if err != nil {
+		return err
+	}
+	a.Apply(e)
+	return nil
+}
