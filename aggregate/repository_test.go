@@ -297,8 +297,8 @@ func TestUpcasterChain(t *testing.T) {
 
 	// Events written by older builds, as they sit in Redis.
 	_, err := store.Append(ctx, stream, eventstore.NoStream,
-		eventstore.EventData{Type: "paid", Data: []byte(`{"amt":150}`)},                                               // v1: no schema key
-		eventstore.EventData{Type: "paid", Data: []byte(`{"amt":20}`), Metadata: map[string]string{"schema": "1"}},    // v1, explicit
+		eventstore.EventData{Type: "paid", Data: []byte(`{"amt":150}`)},                                              // v1: no schema key
+		eventstore.EventData{Type: "paid", Data: []byte(`{"amt":20}`), Metadata: map[string]string{"schema": "1"}},   // v1, explicit
 		eventstore.EventData{Type: "paid", Data: []byte(`{"amount":7}`), Metadata: map[string]string{"schema": "2"}}, // v2
 	)
 	require.NoError(t, err)

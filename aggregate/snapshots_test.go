@@ -192,7 +192,7 @@ var errSnapshotsDown = errors.New("snapshot store down")
 func (brokenSnapshots) Get(context.Context, eventstore.StreamID) (snapshot.Snapshot, error) {
 	return snapshot.Snapshot{}, errSnapshotsDown
 }
-func (brokenSnapshots) Put(context.Context, snapshot.Snapshot) error        { return errSnapshotsDown }
+func (brokenSnapshots) Put(context.Context, snapshot.Snapshot) error      { return errSnapshotsDown }
 func (brokenSnapshots) Delete(context.Context, eventstore.StreamID) error { return errSnapshotsDown }
 
 // nopSnapshots has no snapshots and drops writes.
@@ -201,7 +201,7 @@ type nopSnapshots struct{}
 func (nopSnapshots) Get(_ context.Context, s eventstore.StreamID) (snapshot.Snapshot, error) {
 	return snapshot.Snapshot{}, snapshot.ErrNotFound
 }
-func (nopSnapshots) Put(context.Context, snapshot.Snapshot) error        { return nil }
+func (nopSnapshots) Put(context.Context, snapshot.Snapshot) error      { return nil }
 func (nopSnapshots) Delete(context.Context, eventstore.StreamID) error { return nil }
 
 func TestSnapshotFailuresNeverFailLoadOrSave(t *testing.T) {
