@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/rueidis"
 
 	"github.com/redsource/redsource/eventstore"
@@ -59,6 +60,18 @@ func NewAdmin(db DB, schema string) *Admin {
 
 func (a *Admin) table(name string) string { return pgschema.Quote(a.schema) + "." + name }
 
+// ErrNoSchema: the toolkit's tables are not there: no runner has started
+// against that schema yet.
+var ErrNoSchema = errors.New("projection: no redsource tables in the schema (no projection has run against it yet)")
+
+func (a *Admin) wrap(what string, err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (pe.Code == "42P01" || pe.Code == "3F000") {
+		return fmt.Errorf("%w: schema %q: %s", ErrNoSchema, a.schema, what)
+	}
+	return fmt.Errorf("projection: %s: %w", what, err)
+}
+
 // Held lists a projection's open held events in (category, partition,
 // position) order. reasons filters by reason; none means all.
 func (a *Admin) Held(ctx context.Context, projection string, reasons ...string) ([]HeldEvent, error) {
@@ -69,7 +82,7 @@ func (a *Admin) Held(ctx context.Context, projection string, reasons ...string) 
 	err := inTx(ctx, a.db, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, "SELECT category, partition, position, aggregate_id, version, coalesce(event_id::text, ''), event_type,"+
 			" reason, error, attempts, deliveries, held_at, coalesce(requested, '') FROM "+a.table("held_events")+
-			" WHERE projection = $1 AND resolved_at IS NULL AND (cardinality($2::text[]) = 0 OR reason = ANY($2))"+
+			" WHERE projection = $1 AND resolved_at IS NULL AND (coalesce(cardinality($2::text[]), 0) = 0 OR reason = ANY($2))"+
 			" ORDER BY category, partition, ms, seq", projection, reasons)
 		if err != nil {
 			return err
@@ -92,7 +105,7 @@ func (a *Admin) Held(ctx context.Context, projection string, reasons ...string) 
 		return rows.Err()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("projection: list held events of %q: %w", projection, err)
+		return nil, a.wrap(fmt.Sprintf("list held events of %q", projection), err)
 	}
 	return out, nil
 }
@@ -120,7 +133,7 @@ func (a *Admin) Request(ctx context.Context, projection, action, category string
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("projection: request %s: %w", action, err)
+		return 0, a.wrap("request "+action, err)
 	}
 	if n == 0 {
 		return 0, fmt.Errorf("%w: projection %q, category %q, partition %d, position %s", ErrNotHeld, projection, category, partition, pos)
@@ -140,6 +153,9 @@ func (a *Admin) Outcome(ctx context.Context, projection, category string, partit
 		done, pending = resolved != nil, req != nil
 		return err
 	})
+	if err != nil {
+		err = a.wrap("read request outcome", err)
+	}
 	return done, pending, errText, err
 }
 

@@ -39,7 +39,7 @@ func (a *Admin) Projections(ctx context.Context) ([]string, error) {
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("projection: list projections: %w", err)
+		return nil, a.wrap("list projections", err)
 	}
 	return out, nil
 }
@@ -74,7 +74,7 @@ func (a *Admin) Status(ctx context.Context, store *eventstore.Store, projection 
 		return rows.Err()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("projection: status of %q: %w", projection, err)
+		return nil, a.wrap(fmt.Sprintf("status of %q", projection), err)
 	}
 	c := store.Client()
 	layout := layoutOf(store)

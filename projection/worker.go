@@ -224,12 +224,19 @@ func (w *worker) catchUp(ctx context.Context, last eventstore.Position) error {
 		if err != nil {
 			return fmt.Errorf("projection: catch up: %w", err)
 		}
-		if len(msgs) == 0 {
-			break
-		}
 		es, err := decodeEntries(w.u.category, w.u.partition, msgs)
 		if err != nil {
 			return err
+		}
+		upTo := last
+		if len(msgs) == int(w.r.cfg.BatchSize) {
+			upTo = es[len(es)-1].pos
+		}
+		// Pending entries up to here that the log no longer has are
+		// reported in their place in the order.
+		es = w.withMissing(es, pending, upTo)
+		if len(es) == 0 {
+			break
 		}
 		// Runs of entries pending nowhere go as batches; pending ones one
 		// by one.
@@ -241,31 +248,51 @@ func (w *worker) catchUp(ctx context.Context, last eventstore.Position) error {
 			if err := w.process(ctx, es[:n]); err != nil {
 				return err
 			}
-			for _, e := range es[:n] {
-				delete(pending, e.id)
-			}
 			es = es[n:]
 			if len(es) > 0 {
 				delete(pending, es[0].id)
-				if err := w.processRedelivered(ctx, es[0]); err != nil {
+				if es[0].missing {
+					err = w.process(ctx, es[:1])
+				} else {
+					err = w.processRedelivered(ctx, es[0])
+				}
+				if err != nil {
 					return err
 				}
 				es = es[1:]
 			}
 		}
+		if upTo.Compare(w.cp) > 0 {
+			// Everything up to upTo was missing or already applied.
+			break
+		}
 	}
-	// Whatever is still pending is no longer in the log.
+	return nil
+}
+
+// withMissing merges into es (one XRANGE page, ending at upTo) the pending
+// IDs up to upTo that the page lacks: entries deleted from the log while
+// pending.
+func (w *worker) withMissing(es []entry, pending map[string]bool, upTo eventstore.Position) []entry {
+	inPage := make(map[string]bool, len(es))
+	for _, e := range es {
+		inPage[e.id] = true
+	}
 	var missing []entry
 	for id := range pending {
 		pos, err := eventstore.ParsePosition(id)
-		if err != nil {
+		if err != nil || inPage[id] || pos.Compare(upTo) > 0 || pos.Compare(w.cp) <= 0 {
 			continue
 		}
 		missing = append(missing, entry{id: id, pos: pos, missing: true,
 			ev: eventstore.Event{Stream: eventstore.StreamID{Category: w.u.category}, Partition: w.u.partition, Position: pos}})
 	}
-	sortEntries(missing)
-	return w.process(ctx, missing)
+	if len(missing) == 0 {
+		return es
+	}
+	es = append(es, missing...)
+	sortEntries(es)
+	return es
 }
 
 // ackApplied acknowledges pending entries at or below the checkpoint: they
