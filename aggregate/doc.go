@@ -94,8 +94,9 @@
 // [Snapshots.Every] events or when [Snapshots.When] says so, and Load starts
 // from it. A snapshot is trusted only if its schema version is the current
 // one and the stream still holds, at its version, the event it was taken
-// after; otherwise it is ignored (and logged) and the aggregate is rebuilt
-// from its events. Snapshot failures are logged, never returned.
+// after; otherwise it is ignored and the aggregate is rebuilt from its
+// events (a snapshot that does not match its stream is also deleted, with a
+// warning in the log). Snapshot failures are logged, never returned.
 //
 // # Testing decisions
 //

@@ -43,7 +43,8 @@ func (r *Repository[A]) load(ctx context.Context, id string) (A, error) {
 // the stream still holds, at the snapshot's version, the event at the
 // snapshot's position: replay then reads from that version (one event
 // more than needed) and checks it. An untrusted snapshot is logged and
-// replay returns false, with a in an undefined state.
+// deleted (it can never match again; a valid one written meanwhile is
+// merely lost), and replay returns false, with a in an undefined state.
 func (r *Repository[A]) replay(ctx context.Context, a A, stream eventstore.StreamID, fromSnapshot bool) (bool, error) {
 	root := a.root()
 	from, check := root.version+1, fromSnapshot
@@ -60,6 +61,7 @@ func (r *Repository[A]) replay(ctx context.Context, a A, stream eventstore.Strea
 				r.log.WarnContext(ctx, "aggregate: snapshot ignored: the stream holds another event at its version (was the stream rewritten after a data loss?); loading from events",
 					"stream", stream.String(), "version", root.version,
 					"snapshot_position", root.position.String(), "stream_position", ev.Position.String())
+				r.dropSnapshot(ctx, stream)
 				return false, nil
 			}
 			continue
@@ -75,6 +77,7 @@ func (r *Repository[A]) replay(ctx context.Context, a A, stream eventstore.Strea
 			attrs = append(attrs, "stream_version", v)
 		}
 		r.log.WarnContext(ctx, "aggregate: snapshot ignored: it is newer than the stream (did Redis lose data?); loading from events", attrs...)
+		r.dropSnapshot(ctx, stream)
 		return false, nil
 	}
 	return true, nil
@@ -88,4 +91,12 @@ func applyStored[A Interface](types *Registry, a A, ev eventstore.Event) error {
 	}
 	a.Apply(e)
 	return nil
+}
+
+// dropSnapshot deletes a snapshot that does not match its stream, so that
+// loads stop paying for it. Best effort: a failure is logged.
+func (r *Repository[A]) dropSnapshot(ctx context.Context, stream eventstore.StreamID) {
+	if err := r.cfg.Snapshots.Store.Delete(ctx, stream); err != nil {
+		r.log.WarnContext(ctx, "aggregate: could not delete a snapshot that does not match its stream", "stream", stream.String(), "error", err)
+	}
 }

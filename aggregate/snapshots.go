@@ -12,7 +12,8 @@ import (
 // Snapshots configures a repository's snapshots. A snapshot is an
 // optimisation, never the truth: Load uses one only if its schema version
 // is Schema and the stream still holds the event it was taken at, and
-// falls back to the events otherwise; a snapshot that cannot be read or
+// falls back to the events otherwise (deleting a snapshot that does not
+// match its stream, with a warning); a snapshot that cannot be read or
 // written is logged, and Load and Save go on without it.
 type Snapshots[A Interface] struct {
 	// Store keeps the snapshots: snapshot.NewRedis (next to the events) or

@@ -173,6 +173,8 @@ func TestSnapshotNotMatchingTheStreamIsIgnored(t *testing.T) {
 		require.Equal(t, uint64(3), b.Version())
 		require.Contains(t, logs.String(), "newer than the stream")
 		require.Contains(t, logs.String(), "stream_version=3")
+		_, err = snaps.Get(ctx, repo.Stream("a1"))
+		require.ErrorIs(t, err, snapshot.ErrNotFound, "deleted: it can never match again")
 
 		// Same version, another event there: the stream was rewritten.
 		require.NoError(t, snaps.Put(ctx, snapshot.Snapshot{Stream: repo.Stream("a1"), Version: 2,
@@ -181,6 +183,8 @@ func TestSnapshotNotMatchingTheStreamIsIgnored(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, accountState{"ada", true, 30}, state(b))
 		require.Contains(t, logs.String(), "the stream holds another event at its version")
+		_, err = snaps.Get(ctx, repo.Stream("a1"))
+		require.ErrorIs(t, err, snapshot.ErrNotFound)
 	})
 }
 

@@ -17,8 +17,9 @@
 // which treats them as a cache, never as the truth: a snapshot of another
 // schema version, or one that no longer matches its stream (the stream is
 // shorter, or holds another event at the snapshot's version, as after a
-// Redis data loss), is ignored and the aggregate rebuilt from its events.
-// That is why [Store.Put] simply replaces: last writer wins.
+// Redis data loss), is ignored and the aggregate rebuilt from its events;
+// one that does not match its stream is deleted. That is why [Store.Put]
+// simply replaces: last writer wins.
 //
 //	snaps := snapshot.NewRedis(store)
 //	// or: snaps, err := snapshot.NewPostgres(ctx, pool, snapshot.PostgresConfig{Namespace: store.Namespace()})
