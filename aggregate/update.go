@@ -24,9 +24,9 @@ import (
 // jittered exponential backoff between them; running out returns the last
 // error, which still matches ErrConflict when that was the cause.
 //
-// Update returns the aggregate as saved. An error from the context, or
-// one that retrying cannot cure (bad names, sizes, an unregistered event
-// type, a failing codec), is returned at once; if it came from the append
+// Update returns the aggregate as saved. An error loading the aggregate,
+// an error from the context, or one that retrying cannot cure (bad names,
+// sizes, an unregistered event type, a failing codec) is returned at once; if it came from the append
 // itself, whether the events were appended is unknown: a command that must
 // not run twice should carry its own ID and check it in decide.
 func (r *Repository[A]) Update(ctx context.Context, id string, decide func(A) error) (A, error) {
