@@ -68,9 +68,14 @@ if kind == 'e' then
   end
 else
   -- Any / StreamExists: best effort, the last k events are compared.
+  -- The newest entry is looked at first: unless it is this batch's last
+  -- event there is nothing to compare, and one entry is all that is read.
   if cur >= k then
-    local ids = already(cur - k + 1)
-    if ids then return duplicate(cur - k + 1, ids) end
+    local last = redis.call('XREVRANGE', agg, '+', '-', 'COUNT', 1)[1]
+    if last and last[2][2] == eid(k) then
+      local ids = already(cur - k + 1)
+      if ids then return duplicate(cur - k + 1, ids) end
+    end
   end
   if kind == 'x' and cur == 0 then return {0, 0} end
 end

@@ -454,3 +454,43 @@ func TestReadCanceled(t *testing.T) {
 	require.Equal(t, 2, n, "the page in hand is delivered")
 	require.ErrorIs(t, last, context.Canceled)
 }
+
+// An Any retry of a multi-event append is recognised (append.lua compares
+// the newest entry first, then the last k): the reader sees each event
+// once. A batch whose last event matches but an earlier one does not is a
+// new append, as documented for Any (best effort).
+func TestReadAfterAnyRetryOfBatch(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	s := newStore(t, eventstore.Config{})
+	st := eventstore.StreamID{Category: "r", ID: "any"}
+	_, err := s.Append(ctx, st, eventstore.Any, ev("Before", ""))
+	require.NoError(t, err)
+	batch := []eventstore.EventData{
+		{ID: uuid.Must(uuid.NewV7()), Type: "A"}, {ID: uuid.Must(uuid.NewV7()), Type: "B"}, {ID: uuid.Must(uuid.NewV7()), Type: "C"},
+	}
+	first, err := s.Append(ctx, st, eventstore.Any, batch...)
+	require.NoError(t, err)
+	for _, exp := range []eventstore.Expected{eventstore.Any, eventstore.StreamExists} {
+		again, err := s.Append(ctx, st, exp, batch...)
+		require.NoError(t, err)
+		require.True(t, again.Duplicate)
+		require.Equal(t, first.Positions, again.Positions)
+		require.Equal(t, uint64(2), again.FirstVersion)
+	}
+	require.Len(t, collect(t, s.Read(ctx, st, 0)), 4)
+
+	r, err := s.Append(ctx, st, eventstore.Any, ev("X", ""), ev("Y", ""))
+	require.NoError(t, err)
+	require.False(t, r.Duplicate)
+	// [B, C] is no longer the tail (the newest entry is Y): a new append.
+	r, err = s.Append(ctx, st, eventstore.Any, batch[1:]...)
+	require.NoError(t, err)
+	require.False(t, r.Duplicate)
+	require.Equal(t, uint64(7), r.FirstVersion)
+	// The newest entry matches (C) but the one before does not: a new append.
+	r, err = s.Append(ctx, st, eventstore.Any, eventstore.EventData{ID: uuid.Must(uuid.NewV7()), Type: "Z"}, batch[2])
+	require.NoError(t, err)
+	require.False(t, r.Duplicate)
+	require.Equal(t, uint64(9), r.FirstVersion)
+}
