@@ -1,7 +1,12 @@
 package projection_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"os/exec"
+	"os/signal"
+	"syscall"
 	"fmt"
 	"os"
 	"strconv"
@@ -13,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -157,9 +163,14 @@ func (e *env) count(t *testing.T, table string) int64 {
 
 func (e *env) waitCount(t *testing.T, table string, want int64) {
 	t.Helper()
+	e.waitAtLeast(t, table, want)
+	require.Equal(t, want, e.count(t, table))
+}
+
+func (e *env) waitAtLeast(t *testing.T, table string, want int64) {
+	t.Helper()
 	require.Eventually(t, func() bool { return e.count(t, table) >= want }, time.Minute, 20*time.Millisecond,
 		"read model %s never reached %d events", table, want)
-	require.Equal(t, want, e.count(t, table))
 }
 
 // checkFold asserts the read model equals a fold of the log: every
@@ -191,6 +202,111 @@ type (
 	eventstoreEvent = eventstore.Event
 )
 
-func workerProcess() int { return 2 }
+// workerProcess runs a projection runner in a child process, for tests
+// that kill (SIGKILL) or pause (SIGSTOP) a worker. Its settings come from
+// the environment; it runs until SIGTERM.
+func workerProcess() int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	fail := func(err error) int { fmt.Fprintln(os.Stderr, "worker:", err); return 2 }
+	opt, err := rueidis.ParseURL(testenv.RedisURL())
+	if err != nil {
+		return fail(err)
+	}
+	opt.DisableCache = true
+	c, err := rueidis.NewClient(opt)
+	if err != nil {
+		return fail(err)
+	}
+	defer c.Close()
+	parts, _ := strconv.Atoi(os.Getenv("RS_PARTITIONS"))
+	store, err := eventstore.New(c, eventstore.Config{Namespace: os.Getenv("RS_NS"), Partitions: parts})
+	if err != nil {
+		return fail(err)
+	}
+	pcfg, err := pgxpool.ParseConfig(testenv.DatabaseURL())
+	if err != nil {
+		return fail(err)
+	}
+	pcfg.ConnConfig.RuntimeParams["search_path"] = os.Getenv("RS_SCHEMA")
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return fail(err)
+	}
+	defer pool.Close()
+	e := &env{ctx: ctx, store: store, pool: pool, schema: os.Getenv("RS_SCHEMA")}
+	table := os.Getenv("RS_TABLE")
+	delay, _ := time.ParseDuration(os.Getenv("RS_DELAY"))
+	crashOn := os.Getenv("RS_CRASH_ON")
+	p := projection.Projection{Name: table, Categories: []string{"acc"},
+		Handler: projection.HandlerFunc(func(ctx context.Context, tx pgx.Tx, ev eventstore.Event) error {
+			if crashOn != "" && string(ev.Data) == crashOn {
+				fmt.Fprintln(os.Stderr, "worker: crashing on", ev.Stream.ID, ev.Version)
+				os.Exit(3)
+			}
+			time.Sleep(delay) // a slow handler, so that a kill lands mid-batch
+			return e.applyLedger(ctx, tx, table, ev)
+		})}
+	maxDeliveries, _ := strconv.Atoi(os.Getenv("RS_MAX_DELIVERIES"))
+	r, err := projection.NewRunner(e.config(func(c *projection.Config) {
+		c.WorkerID = os.Getenv("RS_WORKER")
+		c.BatchSize = 50
+		c.MaxDeliveries = maxDeliveries
+		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}), p)
+	if err != nil {
+		return fail(err)
+	}
+	if err := r.Run(ctx); err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+// child starts workerProcess in a new process.
+type child struct {
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	done   chan struct{} // closed when the process has exited
+	err    error         // its exit status, once done
+}
+
+func (e *env) spawn(t *testing.T, table, worker string, extra ...string) *child {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "REDSOURCE_TEST_WORKER=1", "RS_NS="+e.store.Namespace(),
+		fmt.Sprintf("RS_PARTITIONS=%d", e.store.Config().Partitions), "RS_SCHEMA="+e.schema,
+		"RS_TABLE="+table, "RS_WORKER="+worker)
+	cmd.Env = append(cmd.Env, extra...)
+	ch := &child{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = ch.stderr
+	require.NoError(t, cmd.Start())
+	go func() { ch.err = cmd.Wait(); close(ch.done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-ch.done
+		if t.Failed() {
+			t.Logf("worker %s stderr:\n%s", worker, ch.stderr.String())
+		}
+	})
+	return ch
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
 
 type ctxT = context.Context
