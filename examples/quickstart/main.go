@@ -1,0 +1,206 @@
+// Command quickstart walks through the event store: appends with expected
+// versions, a conflict, an idempotent retry, reading one aggregate and
+// reading a category by time window.
+//
+//	go run ./examples/quickstart [-redis URL] [-namespace NAME] [-keep]
+//
+// It removes its keys (everything under "<namespace>:") when it ends,
+// unless -keep is given.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/rueidis"
+
+	"github.com/redsource/redsource/eventstore"
+)
+
+func main() {
+	defaultURL := os.Getenv("REDIS_URL")
+	if defaultURL == "" {
+		defaultURL = "redis://127.0.0.1:6379/0"
+	}
+	redisURL := flag.String("redis", defaultURL, "Redis URL (default $REDIS_URL, else the local Redis)")
+	namespace := flag.String("namespace", "quickstart", "key prefix; every key under it is removed at the end")
+	keep := flag.Bool("keep", false, "keep the keys, to look at them with redis-cli")
+	flag.Parse()
+	log.SetFlags(0)
+
+	if err := run(*redisURL, *namespace, *keep); err != nil {
+		log.Fatal("quickstart: ", err)
+	}
+}
+
+func run(redisURL, namespace string, keep bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	opt, err := rueidis.ParseURL(redisURL)
+	if err != nil {
+		return fmt.Errorf("bad -redis URL: %w", err)
+	}
+	client, err := rueidis.NewClient(opt)
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", redisURL, err)
+	}
+	defer client.Close()
+
+	store, err := eventstore.New(client, eventstore.Config{Namespace: namespace})
+	if err != nil {
+		return err
+	}
+	if n, err := existingKeys(ctx, client, namespace); err != nil {
+		return err
+	} else if n > 0 {
+		return fmt.Errorf("namespace %q already holds %d keys; pick another with -namespace", namespace, n)
+	}
+	if keep {
+		defer fmt.Printf("\nkeys kept: redis-cli --scan --pattern '%s:*'\n", namespace)
+	} else {
+		defer func() {
+			n, err := deleteKeys(context.Background(), client, namespace)
+			if err != nil {
+				log.Printf("quickstart: removing keys: %v", err)
+				return
+			}
+			fmt.Printf("\nremoved %d keys under %q (use -keep to keep them)\n", n, namespace+":")
+		}()
+	}
+
+	ann := eventstore.StreamID{Category: "account", ID: "acc-ann"}
+	bob := eventstore.StreamID{Category: "account", ID: "acc-bob"}
+
+	fmt.Println("== appending with expected versions")
+	res, err := store.Append(ctx, ann, eventstore.NoStream,
+		event("Opened", `{"owner":"Ann"}`),
+		event("Deposited", `{"amount":100}`))
+	if err != nil {
+		return err
+	}
+	show(ann, res)
+	// The time window read at the end starts here, on the server's clock
+	// (RecordedAt), which is also the clock of positions.
+	windowStart := res.RecordedAt
+	if res, err = store.Append(ctx, bob, eventstore.NoStream, event("Opened", `{"owner":"Bob"}`)); err != nil {
+		return err
+	}
+	show(bob, res)
+	if res, err = store.Append(ctx, ann, eventstore.Exact(2), event("Withdrawn", `{"amount":30}`)); err != nil {
+		return err
+	}
+	show(ann, res)
+
+	fmt.Println("\n== a writer that decided on an old version")
+	_, err = store.Append(ctx, ann, eventstore.Exact(2), event("Withdrawn", `{"amount":90}`))
+	var conflict *eventstore.ConflictError
+	if !errors.As(err, &conflict) {
+		return fmt.Errorf("expected a conflict, got %v", err)
+	}
+	fmt.Printf("refused: %v\n", err)
+	fmt.Printf("nothing was written; reload %s (version %d), decide again\n", ann, conflict.Actual)
+
+	fmt.Println("\n== retrying an append whose reply was lost")
+	transfer := []eventstore.EventData{
+		{ID: uuid.Must(uuid.NewV7()), Type: "Deposited", Data: []byte(`{"amount":25}`)},
+		{ID: uuid.Must(uuid.NewV7()), Type: "Deposited", Data: []byte(`{"amount":5}`)},
+	}
+	first, err := store.Append(ctx, bob, eventstore.Exact(1), transfer...)
+	if err != nil {
+		return err
+	}
+	show(bob, first)
+	// Say the reply never arrived: the caller sends the same events, same IDs.
+	again, err := store.Append(ctx, bob, eventstore.Exact(1), transfer...)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("retry: duplicate=%v, same versions %d..%d and positions %v, nothing written twice\n",
+		again.Duplicate, again.FirstVersion, again.LastVersion, again.Positions)
+
+	fmt.Printf("\n== reading %s\n", ann)
+	for e, err := range store.Read(ctx, ann, 0) {
+		if err != nil {
+			return err
+		}
+		fmt.Printf("  v%d  %-9s %-16s at %s\n", e.Version, e.Type, e.Data, e.RecordedAt.Format(time.RFC3339Nano))
+	}
+
+	windowEnd := first.RecordedAt
+	fmt.Printf("\n== the account category from %s to %s\n", windowStart.Format("15:04:05.000"), windowEnd.Format("15:04:05.000"))
+	from, to := eventstore.PositionAt(windowStart), eventstore.LastPositionAt(windowEnd)
+	for e, err := range store.ReadCategory(ctx, "account", from, to) {
+		if err != nil {
+			return err
+		}
+		// A position is unique only within its partition: show both.
+		fmt.Printf("  partition %d  %-16s %-8s v%d  %-9s %s\n", e.Partition, e.Position, e.Stream.ID, e.Version, e.Type, e.Data)
+	}
+	return nil
+}
+
+func event(typ, data string) eventstore.EventData {
+	return eventstore.EventData{Type: typ, Data: []byte(data)}
+}
+
+func show(st eventstore.StreamID, r eventstore.AppendResult) {
+	pos := make([]string, len(r.Positions))
+	for i, p := range r.Positions {
+		pos[i] = p.String()
+	}
+	fmt.Printf("%s: versions %d..%d, partition %d, positions %s\n", st, r.FirstVersion, r.LastVersion, r.Partition, strings.Join(pos, " "))
+}
+
+// existingKeys counts the keys under the namespace, so that the program
+// never mixes its events with (or deletes) someone else's.
+func existingKeys(ctx context.Context, c rueidis.Client, ns string) (int, error) {
+	return scanKeys(ctx, c, ns, func([]string) error { return nil })
+}
+
+// deleteKeys removes every key under the namespace.
+func deleteKeys(ctx context.Context, c rueidis.Client, ns string) (int, error) {
+	return scanKeys(ctx, c, ns, func(keys []string) error {
+		return c.Do(ctx, c.B().Unlink().Key(keys...).Build()).Error()
+	})
+}
+
+func scanKeys(ctx context.Context, c rueidis.Client, ns string, each func([]string) error) (int, error) {
+	n := 0
+	var cursor uint64
+	for {
+		page, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match(globEscape(ns)+":*").Count(1000).Build()).AsScanEntry()
+		if err != nil {
+			return n, err
+		}
+		if len(page.Elements) > 0 {
+			if err := each(page.Elements); err != nil {
+				return n, err
+			}
+			n += len(page.Elements)
+		}
+		if cursor = page.Cursor; cursor == 0 {
+			return n, nil
+		}
+	}
+}
+
+// globEscape quotes the characters SCAN MATCH treats as a pattern, so that
+// a namespace such as "a*" matches only itself.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
