@@ -23,7 +23,7 @@ var readAggregateScript = rueidis.NewLuaScriptReadOnly(readAggregateLua)
 // yielded.
 func (s *Store) Read(ctx context.Context, stream StreamID, fromVersion uint64) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
-		if err := validateStream(stream); err != nil {
+		if err := s.checkStream(ctx, stream); err != nil {
 			yield(Event{}, err)
 			return
 		}
@@ -69,7 +69,7 @@ func (s *Store) Read(ctx context.Context, stream StreamID, fromVersion uint64) i
 
 // Version returns an aggregate stream's current version (its event count).
 func (s *Store) Version(ctx context.Context, stream StreamID) (uint64, error) {
-	if err := validateStream(stream); err != nil {
+	if err := s.checkStream(ctx, stream); err != nil {
 		return 0, err
 	}
 	p := s.Partition(stream)
@@ -85,6 +85,18 @@ func validateStream(stream StreamID) error {
 		return invalidName(err)
 	}
 	return invalidName(keys.ValidateAggregateID(stream.ID))
+}
+
+// checkStream validates the names and that the category's recorded
+// partition count is this store's: with another count, Partition points at
+// the wrong partition and the stream would read as empty. The count is
+// fetched once per category and store.
+func (s *Store) checkStream(ctx context.Context, stream StreamID) error {
+	if err := validateStream(stream); err != nil {
+		return err
+	}
+	_, err := s.recordedPartitions(ctx, stream.Category)
+	return err
 }
 
 // ReadPartition returns the events of one partition log between two

@@ -494,3 +494,33 @@ func TestReadAfterAnyRetryOfBatch(t *testing.T) {
 	require.False(t, r.Duplicate)
 	require.Equal(t, uint64(9), r.FirstVersion)
 }
+
+// A store configured with another partition count than the category's
+// would look for an aggregate in the wrong partition and find nothing; it
+// must say so instead of returning an empty stream.
+func TestReadWithOtherPartitionCount(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	s := newStore(t, eventstore.Config{Partitions: 8})
+	// An aggregate whose partition differs between 8 and 4 partitions.
+	var st eventstore.StreamID
+	for i := 0; ; i++ {
+		st = eventstore.StreamID{Category: "acct", ID: "p" + strconv.Itoa(i)}
+		if s.Partition(st) >= 4 {
+			break
+		}
+	}
+	_, err := s.Append(ctx, st, eventstore.NoStream, ev("Opened", ""))
+	require.NoError(t, err)
+
+	other, err := eventstore.New(s.Client(), eventstore.Config{Namespace: s.Namespace(), Partitions: 4})
+	require.NoError(t, err)
+	n := 0
+	for _, err := range other.Read(ctx, st, 0) {
+		require.ErrorIs(t, err, eventstore.ErrPartitionMismatch)
+		n++
+	}
+	require.Equal(t, 1, n, "one error, no events")
+	_, err = other.Version(ctx, st)
+	require.ErrorIs(t, err, eventstore.ErrPartitionMismatch)
+}
