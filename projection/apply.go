@@ -55,7 +55,7 @@ func (w *worker) apply(ctx context.Context, es []entry) (int, error) {
 		" h WHERE h.projection = c.projection AND h.category = c.category AND h.partition = c.partition"+
 		" AND h.resolved_at IS NULL AND h.reason IN ('quarantined', 'parked')), '{}') FROM "+w.r.table("checkpoints")+
 		" c WHERE c.projection = $1 AND c.category = $2 AND c.partition = $3 FOR UPDATE OF c",
-		w.p.Name, w.u.category, w.u.partition).Scan(&fence, &pos, &blocked)
+		w.name, w.u.category, w.u.partition).Scan(&fence, &pos, &blocked)
 	if err != nil {
 		return -1, fmt.Errorf("projection: lock checkpoint: %w", err)
 	}
@@ -128,7 +128,7 @@ func (w *worker) apply(ctx context.Context, es []entry) (int, error) {
 	tag, err := tx.Exec(ctx, "UPDATE "+w.r.table("checkpoints")+
 		" SET position = $4, event_id = $5, applied = applied + $6, owner = $7, last_error = '', updated_at = now()"+
 		" WHERE projection = $1 AND category = $2 AND partition = $3 AND fence = $8",
-		w.p.Name, w.u.category, w.u.partition, last.id, eid, len(events), w.r.cfg.WorkerID, w.fence)
+		w.name, w.u.category, w.u.partition, last.id, eid, len(events), w.r.cfg.WorkerID, w.fence)
 	if err != nil {
 		return -1, fmt.Errorf("projection: advance checkpoint: %w", err)
 	}
@@ -146,12 +146,12 @@ func (w *worker) apply(ctx context.Context, es []entry) (int, error) {
 		w.cpEvent = nil
 	}
 	if f := w.r.cfg.Faults; f != nil && f.AfterCommit != nil {
-		if err := f.AfterCommit(w.p.Name, w.u.category, w.u.partition); err != nil {
+		if err := f.AfterCommit(w.name, w.u.category, w.u.partition); err != nil {
 			return -1, err
 		}
 	}
 	if h := w.r.cfg.Hooks; h != nil && h.Applied != nil {
-		h.Applied(w.p.Name, w.u.category, w.u.partition, len(events), time.Since(start))
+		h.Applied(w.name, w.u.category, w.u.partition, len(events), time.Since(start))
 	}
 	for _, r := range rows {
 		switch r.reason {
@@ -159,7 +159,7 @@ func (w *worker) apply(ctx context.Context, es []entry) (int, error) {
 			w.log.Warn("projection: event quarantined", "position", r.e.id, "aggregate", r.e.ev.Stream.ID,
 				"version", r.e.ev.Version, "type", r.e.ev.Type, "attempts", r.attempts, "err", r.errText)
 			if h := w.r.cfg.Hooks; h != nil && h.Quarantined != nil {
-				h.Quarantined(w.p.Name, r.e.ev, errors.New(r.errText))
+				h.Quarantined(w.name, r.e.ev, errors.New(r.errText))
 			}
 		case reasonMissing:
 			w.log.Error("projection: pending entry missing from the log; acknowledged and recorded", "position", r.e.id)
@@ -201,7 +201,7 @@ func (w *worker) insertHeld(ctx context.Context, tx pgx.Tx, rows []heldRow) erro
 			" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"+
 			" ON CONFLICT (projection, category, partition, position) DO UPDATE SET reason = EXCLUDED.reason, error = EXCLUDED.error,"+
 			" attempts = EXCLUDED.attempts, deliveries = EXCLUDED.deliveries, held_at = now(), resolved_at = NULL, resolution = NULL, requested = NULL, mirrored = false",
-			w.p.Name, w.u.category, w.u.partition, r.e.id, r.e.pos.Ms, r.e.pos.Seq, r.e.ev.Stream.ID, int64(r.e.ev.Version),
+			w.name, w.u.category, w.u.partition, r.e.id, r.e.pos.Ms, r.e.pos.Seq, r.e.ev.Stream.ID, int64(r.e.ev.Version),
 			eid, r.e.ev.Type, r.reason, r.errText, r.attempts, r.e.deliveries)
 		if err != nil {
 			return fmt.Errorf("projection: hold event %s: %w", r.e.id, err)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -46,7 +48,13 @@ func (f BatchHandlerFunc) ApplyBatch(ctx context.Context, tx pgx.Tx, events []ev
 type Projection struct {
 	// Name names the consumer groups, leases and checkpoints. It is
 	// validated like a category (no ':', '{', '}', spaces).
-	Name       string
+	Name string
+	// Version numbers the read model's shape. 0 and 1 are the first
+	// version. A new version is a separate projection for the runner (its
+	// own consumer groups, leases and checkpoints, see ID) that builds its
+	// own tables from the start of the log while the old one serves; see
+	// CatchUp and Admin.Switch.
+	Version    int
 	Categories []string
 	// Exactly one of Handler and Batch is set.
 	Handler Handler
@@ -80,9 +88,27 @@ func (m QuarantineMode) String() string {
 	return "sequenced"
 }
 
+// ID is the name under which this version keeps its state: Name for
+// version 0 and 1, "Name@vN" for version N ≥ 2.
+func (p Projection) ID() string { return VersionID(p.Name, p.Version) }
+
+// VersionID is the ID of version v of the projection called name.
+func VersionID(name string, v int) string {
+	if v <= 1 {
+		return name
+	}
+	return name + "@v" + strconv.Itoa(v)
+}
+
 func (p Projection) validate() error {
 	if err := keys.ValidateProjection(p.Name); err != nil {
 		return err
+	}
+	if strings.ContainsRune(p.Name, '@') {
+		return fmt.Errorf("projection %q: the name must not contain '@' (it marks versions)", p.Name)
+	}
+	if p.Version < 0 {
+		return fmt.Errorf("projection %q: negative version %d", p.Name, p.Version)
 	}
 	if len(p.Categories) == 0 {
 		return fmt.Errorf("projection %q: no categories", p.Name)

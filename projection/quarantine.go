@@ -170,7 +170,7 @@ func (w *worker) handleRequests(ctx context.Context) error {
 	err := w.inTx(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, "SELECT position, aggregate_id, reason, requested FROM "+w.r.table("held_events")+
 			" WHERE projection = $1 AND category = $2 AND partition = $3 AND resolved_at IS NULL AND requested IS NOT NULL ORDER BY ms, seq",
-			w.p.Name, w.u.category, w.u.partition)
+			w.name, w.u.category, w.u.partition)
 		if err != nil {
 			return err
 		}
@@ -205,7 +205,7 @@ func (w *worker) execRequest(ctx context.Context, pos, agg, reason, action strin
 		var fence int64
 		if err := tx.QueryRow(ctx, "SELECT fence FROM "+w.r.table("checkpoints")+
 			" WHERE projection = $1 AND category = $2 AND partition = $3 FOR UPDATE",
-			w.p.Name, w.u.category, w.u.partition).Scan(&fence); err != nil {
+			w.name, w.u.category, w.u.partition).Scan(&fence); err != nil {
 			return err
 		}
 		if fence != w.fence {
@@ -214,7 +214,7 @@ func (w *worker) execRequest(ctx context.Context, pos, agg, reason, action strin
 		fail := func(msg string) error {
 			_, err := tx.Exec(ctx, "UPDATE "+w.r.table("held_events")+" SET requested = NULL, error = $5, attempts = attempts + 1"+
 				" WHERE projection = $1 AND category = $2 AND partition = $3 AND position = $4",
-				w.p.Name, w.u.category, w.u.partition, pos, msg)
+				w.name, w.u.category, w.u.partition, pos, msg)
 			return err
 		}
 		if action == "retry" {
@@ -238,7 +238,7 @@ func (w *worker) execRequest(ctx context.Context, pos, agg, reason, action strin
 		}
 		rows, err := tx.Query(ctx, "SELECT position FROM "+w.r.table("held_events")+
 			" WHERE projection = $1 AND category = $2 AND partition = $3 AND aggregate_id = $4 AND resolved_at IS NULL AND reason = 'parked' ORDER BY ms, seq",
-			w.p.Name, w.u.category, w.u.partition, agg)
+			w.name, w.u.category, w.u.partition, agg)
 		if err != nil {
 			return err
 		}
@@ -255,7 +255,7 @@ func (w *worker) execRequest(ctx context.Context, pos, agg, reason, action strin
 				newHead = p
 				_, err := tx.Exec(ctx, "UPDATE "+w.r.table("held_events")+" SET reason = 'quarantined', error = $5, attempts = 1, mirrored = false"+
 					" WHERE projection = $1 AND category = $2 AND partition = $3 AND position = $4",
-					w.p.Name, w.u.category, w.u.partition, p, msg)
+					w.name, w.u.category, w.u.partition, p, msg)
 				return err
 			}
 			if err := w.resolve(ctx, tx, p, "applied"); err != nil {
@@ -316,7 +316,7 @@ func (w *worker) applyHeld(ctx context.Context, tx pgx.Tx, pos string) (bool, st
 func (w *worker) resolve(ctx context.Context, tx pgx.Tx, pos, how string) error {
 	_, err := tx.Exec(ctx, "UPDATE "+w.r.table("held_events")+" SET resolved_at = now(), resolution = $5, requested = NULL"+
 		" WHERE projection = $1 AND category = $2 AND partition = $3 AND position = $4",
-		w.p.Name, w.u.category, w.u.partition, pos, how)
+		w.name, w.u.category, w.u.partition, pos, how)
 	return err
 }
 
@@ -325,7 +325,7 @@ func (w *worker) resolve(ctx context.Context, tx pgx.Tx, pos, how string) error 
 func (w *worker) mirror(ctx context.Context, pos string, add bool) error {
 	c := w.r.cfg.Store.Client()
 	l := w.r.keys
-	ks := []string{w.logKey, l.DLQ(w.u.category, w.u.partition, w.p.Name), l.DLQIndex(w.u.category, w.u.partition, w.p.Name)}
+	ks := []string{w.logKey, l.DLQ(w.u.category, w.u.partition, w.name), l.DLQIndex(w.u.category, w.u.partition, w.name)}
 	if add {
 		var agg, typ, errText, eid string
 		var version int64
@@ -333,7 +333,7 @@ func (w *worker) mirror(ctx context.Context, pos string, add bool) error {
 		err := w.inTx(ctx, func(tx pgx.Tx) error {
 			return tx.QueryRow(ctx, "SELECT aggregate_id, version, event_type, error, coalesce(event_id::text, ''), attempts, deliveries FROM "+
 				w.r.table("held_events")+" WHERE projection = $1 AND category = $2 AND partition = $3 AND position = $4",
-				w.p.Name, w.u.category, w.u.partition, pos).Scan(&agg, &version, &typ, &errText, &eid, &attempts, &deliveries)
+				w.name, w.u.category, w.u.partition, pos).Scan(&agg, &version, &typ, &errText, &eid, &attempts, &deliveries)
 		})
 		if err != nil {
 			return fmt.Errorf("projection: read quarantine entry %s: %w", pos, err)
@@ -349,7 +349,7 @@ func (w *worker) mirror(ctx context.Context, pos string, add bool) error {
 	return w.inTx(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, "UPDATE "+w.r.table("held_events")+" SET mirrored = $5"+
 			" WHERE projection = $1 AND category = $2 AND partition = $3 AND position = $4",
-			w.p.Name, w.u.category, w.u.partition, pos, add)
+			w.name, w.u.category, w.u.partition, pos, add)
 		return err
 	})
 }
@@ -365,7 +365,7 @@ func (w *worker) reconcileMirror(ctx context.Context) error {
 	err := w.inTx(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, "SELECT position, resolved_at IS NULL FROM "+w.r.table("held_events")+
 			" WHERE projection = $1 AND category = $2 AND partition = $3 AND reason = 'quarantined'"+
-			" AND mirrored = (resolved_at IS NOT NULL) ORDER BY ms, seq", w.p.Name, w.u.category, w.u.partition)
+			" AND mirrored = (resolved_at IS NOT NULL) ORDER BY ms, seq", w.name, w.u.category, w.u.partition)
 		if err != nil {
 			return err
 		}

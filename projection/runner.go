@@ -68,10 +68,10 @@ func NewRunner(cfg Config, projections ...Projection) (*Runner, error) {
 		if err := p.validate(); err != nil {
 			return nil, fmt.Errorf("projection: %w", err)
 		}
-		if names[p.Name] {
-			return nil, fmt.Errorf("projection: %q given twice", p.Name)
+		if names[p.ID()] {
+			return nil, fmt.Errorf("projection: %q given twice", p.ID())
 		}
-		names[p.Name] = true
+		names[p.ID()] = true
 	}
 	return &Runner{cfg: cfg, projs: projections, keys: keys.Layout{NS: cfg.Store.Namespace()}, owned: map[unit]*ownedUnit{}}, nil
 }
@@ -127,7 +127,7 @@ func (r *Runner) prepare(ctx context.Context) ([][]unit, error) {
 			for part := 0; part < n; part++ {
 				units[i] = append(units[i], unit{proj: i, category: cat, partition: part})
 				if _, err := tx.Exec(ctx, "INSERT INTO "+r.table("checkpoints")+
-					" (projection, category, partition) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", p.Name, cat, part); err != nil {
+					" (projection, category, partition) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", p.ID(), cat, part); err != nil {
 					return nil, fmt.Errorf("projection %q: create checkpoint: %w", p.Name, err)
 				}
 			}
@@ -148,13 +148,33 @@ func (r *Runner) balance(ctx context.Context, units [][]unit) error {
 	ttl := strconv.FormatInt(r.cfg.LeaseTTL.Milliseconds(), 10)
 	var errs []error
 	for i, p := range r.projs {
-		live, err := heartbeatScript.Exec(ctx, c, []string{r.keys.Projection(p.Name, "workers")},
+		// While another process rebuilds the projection, let go of it.
+		rebuilder, err := c.Do(ctx, c.B().Get().Key(r.keys.Projection(p.ID(), "rebuild")).Build()).ToString()
+		rebuilding := err == nil
+		if err != nil && !rueidis.IsRedisNil(err) {
+			errs = append(errs, err)
+			continue
+		}
+		if rebuilding && rebuilder != r.cfg.WorkerID {
+			for _, u := range units[i] {
+				if r.isOwned(u) {
+					r.cfg.Logger.Info("projection: letting go for a rebuild", "projection", p.ID(), "category", u.category, "partition", u.partition, "rebuilder", rebuilder)
+					r.stopUnit(u, true)
+				}
+			}
+			heartbeatScript.Exec(ctx, c, []string{r.keys.Projection(p.ID(), "workers")}, []string{r.cfg.WorkerID, ttl, "leave"})
+			continue
+		}
+		live, err := heartbeatScript.Exec(ctx, c, []string{r.keys.Projection(p.ID(), "workers")},
 			[]string{r.cfg.WorkerID, ttl, "beat"}).AsInt64()
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		target := (len(units[i]) + int(max(live, 1)) - 1) / int(max(live, 1))
+		if rebuilding { // this is the rebuilder: it takes every partition
+			target = len(units[i])
+		}
 		held := 0
 		for _, u := range units[i] {
 			if !r.isOwned(u) {
@@ -166,7 +186,7 @@ func (r *Runner) balance(ctx context.Context, units [][]unit) error {
 				errs = append(errs, err)
 				held++ // keep it: the lease may still be ours
 			case ok == 0:
-				r.cfg.Logger.Warn("projection: lease lost", "projection", p.Name, "category", u.category, "partition", u.partition, "worker", r.cfg.WorkerID)
+				r.cfg.Logger.Warn("projection: lease lost", "projection", p.ID(), "category", u.category, "partition", u.partition, "worker", r.cfg.WorkerID)
 				r.stopUnit(u, false)
 			default:
 				held++
@@ -204,7 +224,7 @@ func (r *Runner) balance(ctx context.Context, units [][]unit) error {
 }
 
 func (r *Runner) leaseKey(u unit) string {
-	return r.keys.Lease(u.category, u.partition, r.projs[u.proj].Name)
+	return r.keys.Lease(u.category, u.partition, r.projs[u.proj].ID())
 }
 
 func (r *Runner) isOwned(u unit) bool {
@@ -220,7 +240,7 @@ func (r *Runner) startUnit(ctx context.Context, u unit) {
 	r.mu.Lock()
 	r.owned[u] = ou
 	r.mu.Unlock()
-	r.cfg.Logger.Info("projection: partition taken", "projection", r.projs[u.proj].Name, "category", u.category, "partition", u.partition, "worker", r.cfg.WorkerID)
+	r.cfg.Logger.Info("projection: partition taken", "projection", r.projs[u.proj].ID(), "category", u.category, "partition", u.partition, "worker", r.cfg.WorkerID)
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -284,7 +304,7 @@ func (r *Runner) shutdown() {
 	defer cancel()
 	c := r.cfg.Store.Client()
 	for _, p := range r.projs {
-		heartbeatScript.Exec(ctx, c, []string{r.keys.Projection(p.Name, "workers")},
+		heartbeatScript.Exec(ctx, c, []string{r.keys.Projection(p.ID(), "workers")},
 			[]string{r.cfg.WorkerID, "0", "leave"})
 	}
 }

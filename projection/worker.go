@@ -23,6 +23,8 @@ type worker struct {
 	u unit
 	p Projection
 
+	name string // p.ID(): the version's name in groups, leases and checkpoints
+
 	log      *slog.Logger
 	logKey   string
 	group    string
@@ -35,10 +37,11 @@ type worker struct {
 }
 
 func (w *worker) init() {
-	w.group = w.p.Name
+	w.name = w.p.ID()
+	w.group = w.name
 	w.consumer = strconv.Itoa(w.u.partition)
 	w.logKey = w.r.cfg.Store.LogKey(w.u.category, w.u.partition)
-	w.log = w.r.cfg.Logger.With("projection", w.p.Name, "category", w.u.category, "partition", w.u.partition, "worker", w.r.cfg.WorkerID)
+	w.log = w.r.cfg.Logger.With("projection", w.name, "category", w.u.category, "partition", w.u.partition, "worker", w.r.cfg.WorkerID)
 }
 
 // run owns the partition until ctx ends or ownership is lost, starting
@@ -92,7 +95,7 @@ func (w *worker) takeOver(ctx context.Context) error {
 	err := w.inTx(ctx, func(tx pgx.Tx) error {
 		return tx.QueryRow(ctx, "UPDATE "+w.r.table("checkpoints")+
 			" SET fence = fence + 1, owner = $4 WHERE projection = $1 AND category = $2 AND partition = $3"+
-			" RETURNING fence, position, event_id", w.p.Name, w.u.category, w.u.partition, w.r.cfg.WorkerID).
+			" RETURNING fence, position, event_id", w.name, w.u.category, w.u.partition, w.r.cfg.WorkerID).
 			Scan(&w.fence, &pos, &w.cpEvent)
 	})
 	if err != nil {
@@ -526,7 +529,7 @@ func (w *worker) recordError(err error) {
 	defer cancel()
 	_ = w.inTx(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, "UPDATE "+w.r.table("checkpoints")+" SET last_error = $4, updated_at = now()"+
-			" WHERE projection = $1 AND category = $2 AND partition = $3", w.p.Name, w.u.category, w.u.partition, err.Error())
+			" WHERE projection = $1 AND category = $2 AND partition = $3", w.name, w.u.category, w.u.partition, err.Error())
 		return err
 	})
 }

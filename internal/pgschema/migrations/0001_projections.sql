@@ -55,3 +55,10 @@ CREATE TABLE {{schema}}.held_events (
 );
 CREATE INDEX held_events_open ON {{schema}}.held_events (projection, category, partition, aggregate_id, ms, seq)
     WHERE resolved_at IS NULL;
+
+-- The version of each projection that readers see (blue/green rebuilds).
+CREATE TABLE {{schema}}.projection_versions (
+    name        text        PRIMARY KEY,
+    active      int         NOT NULL,
+    switched_at timestamptz NOT NULL DEFAULT now()
+);
