@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redsource/redsource/eventstore"
+	"github.com/redsource/redsource/projection"
+)
+
+func cmdProject(ctx context.Context, e *env, args []string) int {
+	fs := flag.NewFlagSet("project", flag.ContinueOnError)
+	fs.SetOutput(e.errOut)
+	workers := fs.Int("workers", 1, "projection runners in this process; they share the partitions through leases")
+	untilCaughtUp := fs.Bool("until-caught-up", false, "stop once every event in the log is applied (quarantined and parked ones aside)")
+	if err := fs.Parse(args); err != nil {
+		return exitError
+	}
+	if *workers < 1 {
+		fmt.Fprintln(e.errOut, "bank project: want -workers >= 1")
+		return exitError
+	}
+	if err := ensureSchema(ctx, e.pool, e.schema); err != nil {
+		return e.fail(err)
+	}
+	p := balancesProjection(e.schema, e.bank.types)
+	pr, err := startProjector(ctx, e, p, *workers)
+	if err != nil {
+		return e.fail(err)
+	}
+	start := time.Now()
+	e.printf("projecting %s into %s with %d worker(s)%s\n", Category, balancesTable(e.schema, 0), *workers,
+		map[bool]string{true: " until caught up", false: "; stop with Ctrl-C"}[*untilCaughtUp])
+	var last string
+	progress := func(st []projection.PartitionStatus) {
+		if line := statusLine(st); line != last {
+			e.printf("  %s\n", line)
+			last = line
+		}
+	}
+	if *untilCaughtUp {
+		err = waitCaughtUp(ctx, e, p.Name, 0, progress)
+	} else {
+		err = watch(ctx, e, p.Name, progress)
+	}
+	if stopErr := pr.stop(); err == nil {
+		err = stopErr
+	}
+	if err != nil && !(errors.Is(err, context.Canceled) && !*untilCaughtUp) {
+		return e.fail(err)
+	}
+	st, err := e.admin().Status(context.WithoutCancel(ctx), e.store, p.Name)
+	if err != nil {
+		return e.fail(err)
+	}
+	e.printf("stopped after %s: %s\n", time.Since(start).Round(time.Millisecond), statusLine(st))
+	return exitOK
+}
+
+// projector is a set of runners working in the background.
+type projector struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	errs   []error
+}
+
+// startProjector starts workers runners of p. Each fails fast when Redis
+// or PostgreSQL does not answer; stop returns that error.
+func startProjector(ctx context.Context, e *env, p projection.Projection, workers int) (*projector, error) {
+	runners := make([]*projection.Runner, workers)
+	for i := range runners {
+		r, err := projection.NewRunner(e.projectionConfig(), p)
+		if err != nil {
+			return nil, err
+		}
+		runners[i] = r
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	pr := &projector{cancel: cancel}
+	for _, r := range runners {
+		pr.wg.Add(1)
+		go func() {
+			defer pr.wg.Done()
+			if err := r.Run(ctx); err != nil {
+				pr.mu.Lock()
+				pr.errs = append(pr.errs, err)
+				pr.mu.Unlock()
+				cancel()
+			}
+		}()
+	}
+	return pr, nil
+}
+
+// stop stops the runners, waits for them and returns what made one fail.
+func (pr *projector) stop() error {
+	pr.cancel()
+	pr.wg.Wait()
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	return errors.Join(pr.errs...)
+}
+
+// failed returns a runner's error while the projector still runs.
+func (pr *projector) failed() error {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	return errors.Join(pr.errs...)
+}
+
+// caughtUp reports whether the projection has applied (or held back)
+// every event in the log: every partition has a checkpoint, and no log
+// entry lies after it. Quarantined and parked events advance the
+// checkpoint too, so they do not keep a projection from being caught up.
+func caughtUp(ctx context.Context, e *env, name string) (bool, []projection.PartitionStatus, error) {
+	parts, err := e.store.Partitions(ctx, Category)
+	if err != nil {
+		return false, nil, err
+	}
+	st, err := e.admin().Status(ctx, e.store, name)
+	if errors.Is(err, projection.ErrNoSchema) {
+		return false, nil, nil // no runner has prepared the schema yet
+	}
+	if err != nil {
+		return false, nil, err
+	}
+	if len(st) < parts {
+		return false, st, nil
+	}
+	for _, s := range st {
+		if s.Lag > 0 || s.Pending > 0 {
+			return false, st, nil
+		}
+		// The lag of a consumer group can be unknown (-1); the log itself
+		// cannot lie.
+		for _, err := range e.store.ReadPartition(ctx, s.Category, s.Partition, s.Checkpoint.Next(), eventstore.MaxPosition) {
+			if err != nil && !errors.Is(err, eventstore.ErrCorruptEntry) {
+				return false, st, err
+			}
+			return false, st, nil
+		}
+	}
+	return true, st, nil
+}
+
+// waitCaughtUp polls until the projection is caught up, ctx ends or, with
+// a non-zero timeout, the time is up. progress, if set, sees each status.
+func waitCaughtUp(ctx context.Context, e *env, name string, timeout time.Duration, progress func([]projection.PartitionStatus)) error {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, st, err := caughtUp(ctx, e, name)
+		if err != nil {
+			return err
+		}
+		if progress != nil && st != nil {
+			progress(st)
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("projection %q not caught up after %s: %s", name, timeout, statusLine(st))
+			}
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// watch shows the status every second until ctx ends.
+func watch(ctx context.Context, e *env, name string, progress func([]projection.PartitionStatus)) error {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		st, err := e.admin().Status(ctx, e.store, name)
+		if err != nil && !errors.Is(err, projection.ErrNoSchema) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			e.log.Warn("bank: projection status", "err", err)
+			continue
+		}
+		progress(st)
+	}
+}
+
+// lag sums the partitions' lag (events not yet delivered; unknown counts
+// as 0) and pending entries.
+func lag(st []projection.PartitionStatus) int64 {
+	var n int64
+	for _, s := range st {
+		n += max(s.Lag, 0) + s.Pending
+	}
+	return n
+}
+
+func statusLine(st []projection.PartitionStatus) string {
+	var applied int64
+	var quarantined, parked, owned int
+	var lastErr string
+	for _, s := range st {
+		applied += s.Applied
+		quarantined += s.Quarantined
+		parked += s.Parked
+		if s.Owner != "" {
+			owned++
+		}
+		if s.LastError != "" {
+			lastErr = fmt.Sprintf("; partition %d: %s", s.Partition, s.LastError)
+		}
+	}
+	return fmt.Sprintf("applied %d, lag %d, quarantined %d, parked %d, partitions owned %d/%d%s",
+		applied, lag(st), quarantined, parked, owned, len(st), lastErr)
+}
