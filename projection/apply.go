@@ -51,11 +51,15 @@ func (w *worker) apply(ctx context.Context, es []entry) (int, error) {
 		pos     string
 		blocked []string
 	)
-	err = tx.QueryRow(ctx, "SELECT c.fence, c.position, coalesce((SELECT array_agg(DISTINCT h.aggregate_id) FROM "+w.r.table("held_events")+
+	// set_config bounds how long this transaction may sit idle while it
+	// holds the checkpoint lock: a worker paused mid-batch (SIGSTOP, a VM
+	// freeze) must not block the next owner's takeover forever.
+	err = tx.QueryRow(ctx, "SELECT set_config('idle_in_transaction_session_timeout', $4, true), c.fence, c.position,"+
+		" coalesce((SELECT array_agg(DISTINCT h.aggregate_id) FROM "+w.r.table("held_events")+
 		" h WHERE h.projection = c.projection AND h.category = c.category AND h.partition = c.partition"+
 		" AND h.resolved_at IS NULL AND h.reason IN ('quarantined', 'parked')), '{}') FROM "+w.r.table("checkpoints")+
 		" c WHERE c.projection = $1 AND c.category = $2 AND c.partition = $3 FOR UPDATE OF c",
-		w.name, w.u.category, w.u.partition).Scan(&fence, &pos, &blocked)
+		w.name, w.u.category, w.u.partition, w.r.idleTimeout()).Scan(nil, &fence, &pos, &blocked)
 	if err != nil {
 		return -1, fmt.Errorf("projection: lock checkpoint: %w", err)
 	}

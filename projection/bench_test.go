@@ -256,15 +256,15 @@ func BenchmarkRunner(b *testing.B) {
 	for _, workers := range []int{1, 4} {
 		for _, h := range benchHandlers {
 			b.Run(fmt.Sprintf("workers=%d/handler=%s", workers, h.name), func(b *testing.B) {
+				b.StopTimer()
+				b.ResetTimer()
 				pools := make([]*pgxpool.Pool, workers)
 				for i := range pools {
 					pools[i] = w.newPool(b, benchPartitions)
 				}
 				for range b.N {
-					b.StopTimer()
 					name := testenv.Unique("p")
 					w.createReadModel(b, name)
-					b.StartTimer()
 					w.runOnce(b, name, pools, h.make)
 				}
 				b.ReportMetric(float64(b.N*benchEvents)/b.Elapsed().Seconds(), "events/s")
@@ -274,8 +274,9 @@ func BenchmarkRunner(b *testing.B) {
 }
 
 // runOnce runs one Runner per pool on a new projection until every event
-// is applied; it returns with the timer stopped and every Runner stopped.
-func (w *benchWorld) runOnce(b *testing.B, name string, pools []*pgxpool.Pool, make func(string) projection.Projection) {
+// is applied. Only that is timed: it is called, and returns, with the
+// timer stopped and every Runner stopped.
+func (w *benchWorld) runOnce(b *testing.B, name string, pools []*pgxpool.Pool, newProjection func(string) projection.Projection) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var (
 		wg      sync.WaitGroup
@@ -291,10 +292,9 @@ func (w *benchWorld) runOnce(b *testing.B, name string, pools []*pgxpool.Pool, m
 		wg.Wait()
 	}()
 
-	b.StopTimer()
 	runners := make([]*projection.Runner, len(pools))
 	for i, pool := range pools {
-		p := make(name)
+		p := newProjection(name)
 		p.Name, p.Categories = name, []string{benchCategory}
 		r, err := projection.NewRunner(projection.Config{
 			Store: w.store, DB: pool, Schema: w.schema,
@@ -406,6 +406,8 @@ func BenchmarkCeilingXReadGroup(b *testing.B) {
 	c := w.store.Client()
 	for _, n := range ceilingGoroutines {
 		b.Run("goroutines="+strconv.Itoa(n), func(b *testing.B) {
+			b.StopTimer()
+			b.ResetTimer()
 			var read atomic.Int64
 			for range b.N {
 				b.StopTimer()
@@ -468,11 +470,12 @@ func benchRows() [][]benchRow {
 // written by n loops, each handing chunks of its partitions' rows to
 // write.
 func benchTables(b *testing.B, n, chunk int, write func(ctx context.Context, pool *pgxpool.Pool, table string, rows []benchRow) error) {
+	b.StopTimer()
+	b.ResetTimer()
 	w := newBenchWorld(b)
 	pool := w.newPool(b, benchPartitions)
 	rows := benchRows()
 	for range b.N {
-		b.StopTimer()
 		table := testenv.Unique("c")
 		w.createReadModel(b, table)
 		b.StartTimer()
@@ -490,7 +493,6 @@ func benchTables(b *testing.B, n, chunk int, write func(ctx context.Context, poo
 		})
 		b.StopTimer()
 		w.checkReadModel(b, table)
-		b.StartTimer()
 	}
 	b.ReportMetric(float64(b.N*benchEvents)/b.Elapsed().Seconds(), "events/s")
 }

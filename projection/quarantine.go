@@ -203,9 +203,9 @@ func (w *worker) execRequest(ctx context.Context, pos, agg, reason, action strin
 	resolved := false
 	err := w.inTx(ctx, func(tx pgx.Tx) error {
 		var fence int64
-		if err := tx.QueryRow(ctx, "SELECT fence FROM "+w.r.table("checkpoints")+
+		if err := tx.QueryRow(ctx, "SELECT set_config('idle_in_transaction_session_timeout', $4, true), fence FROM "+w.r.table("checkpoints")+
 			" WHERE projection = $1 AND category = $2 AND partition = $3 FOR UPDATE",
-			w.name, w.u.category, w.u.partition).Scan(&fence); err != nil {
+			w.name, w.u.category, w.u.partition, w.r.idleTimeout()).Scan(nil, &fence); err != nil {
 			return err
 		}
 		if fence != w.fence {

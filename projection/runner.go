@@ -309,6 +309,18 @@ func (r *Runner) shutdown() {
 	}
 }
 
+// idleTimeout is how long a worker's transaction may sit idle holding the
+// checkpoint lock before PostgreSQL ends it: twice the lease TTL, by which
+// time the partition has another owner anyway.
+func (r *Runner) idleTimeout() string {
+	return strconv.FormatInt((2 * r.cfg.LeaseTTL).Milliseconds(), 10)
+}
+
+// lockTimeout bounds a takeover's wait for the previous owner's lock.
+func (r *Runner) lockTimeout() string {
+	return strconv.FormatInt((3 * r.cfg.LeaseTTL).Milliseconds(), 10)
+}
+
 func layoutOf(s *eventstore.Store) keys.Layout { return keys.Layout{NS: s.Namespace()} }
 
 func randomHex(n int) string {

@@ -93,6 +93,12 @@ func (w *worker) own(ctx context.Context) error {
 func (w *worker) takeOver(ctx context.Context) error {
 	var pos string
 	err := w.inTx(ctx, func(tx pgx.Tx) error {
+		// A previous owner's open transaction holds the row until it ends;
+		// its idle timeout ends it if that owner is paused. Do not wait
+		// longer than that here.
+		if _, err := tx.Exec(ctx, "SELECT set_config('lock_timeout', $1, true)", w.r.lockTimeout()); err != nil {
+			return err
+		}
 		return tx.QueryRow(ctx, "UPDATE "+w.r.table("checkpoints")+
 			" SET fence = fence + 1, owner = $4 WHERE projection = $1 AND category = $2 AND partition = $3"+
 			" RETURNING fence, position, event_id", w.name, w.u.category, w.u.partition, w.r.cfg.WorkerID).
