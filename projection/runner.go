@@ -86,6 +86,9 @@ func (r *Runner) WorkerID() string { return r.cfg.WorkerID }
 func (r *Runner) Run(ctx context.Context) error {
 	units, err := r.prepare(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: not a failure
+		}
 		return err
 	}
 	tick := time.NewTicker(r.cfg.LeaseTTL / 3)
@@ -118,6 +121,17 @@ func (r *Runner) prepare(ctx context.Context) ([][]unit, error) {
 		return nil, fmt.Errorf("projection: PostgreSQL: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
+	ns := r.cfg.Store.Namespace()
+	var owner string
+	if err := tx.QueryRow(ctx, "WITH ins AS (INSERT INTO "+r.table("projection_namespace")+" (namespace) VALUES ($1)"+
+		" ON CONFLICT (singleton) DO NOTHING RETURNING namespace) SELECT namespace FROM ins UNION ALL"+
+		" SELECT namespace FROM "+r.table("projection_namespace"), ns).Scan(&owner); err != nil {
+		return nil, fmt.Errorf("projection: record namespace: %w", err)
+	}
+	if owner != ns {
+		return nil, fmt.Errorf("projection: schema %q holds the projections of namespace %q, not %q: give this store's projections their own Config.Schema",
+			r.cfg.Schema, owner, ns)
+	}
 	for i, p := range r.projs {
 		for _, cat := range p.Categories {
 			n, err := r.cfg.Store.Partitions(ctx, cat)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/redsource/redsource/eventstore"
 	"github.com/redsource/redsource/projection"
 )
 
@@ -118,4 +119,21 @@ func TestConfigErrors(t *testing.T) {
 		_, err := projection.NewRunner(tc.cfg, tc.p)
 		require.ErrorContains(t, err, tc.text)
 	}
+}
+
+func TestSchemaServesOneNamespace(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	e.appendEvents(t, 1, 1, "n")
+	r, err := projection.NewRunner(e.config(), e.ledger(t, "ns", "ns", nil))
+	require.NoError(t, err)
+	stop := e.start(t, r)
+	e.waitCount(t, "ns", 1)
+	stop()
+	other, err := eventstore.New(e.store.Client(), eventstore.Config{Namespace: e.store.Namespace() + "x", Partitions: 1})
+	require.NoError(t, err)
+	r2, err := projection.NewRunner(e.config(func(c *projection.Config) { c.Store = other }), e.ledger(t, "ns", "ns", nil))
+	require.NoError(t, err)
+	err = r2.Run(e.ctx)
+	require.ErrorContains(t, err, "holds the projections of namespace")
 }

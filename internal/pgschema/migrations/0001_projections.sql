@@ -62,3 +62,11 @@ CREATE TABLE {{schema}}.projection_versions (
     active      int         NOT NULL,
     switched_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- The event-store namespace whose projections this schema holds. Checkpoints
+-- are keyed by projection name only, so one schema serves one namespace; a
+-- runner of another namespace is refused instead of sharing checkpoints.
+CREATE TABLE {{schema}}.projection_namespace (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    namespace  text    NOT NULL
+);
