@@ -18,7 +18,9 @@ func TestMigrateConcurrentlyAppliesEachOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	target := schema + "_rs"
-	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgschema.Quote(target)+" CASCADE") })
+	t.Cleanup(func() {
+		_, _ = pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgschema.Quote(target)+" CASCADE")
+	})
 
 	var wg sync.WaitGroup
 	errs := make([]error, 8)
