@@ -47,11 +47,8 @@ test:
 
 demo:
 	@$(with_services) \
-	if [ -d examples/bank ]; then \
-		set -x; $(GO) run ./examples/bank demo; \
-	else \
-		set -x; $(GO) run ./examples/quickstart; \
-	fi
+	set -x; \
+	$(GO) run ./examples/bank demo
 
 bench:
 	@$(with_services) \
