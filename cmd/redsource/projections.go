@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redsource/redsource/eventstore"
+	"github.com/redsource/redsource/internal/keys"
+	"github.com/redsource/redsource/projection"
+)
+
+var projectionsCommand = &command{
+	name:    "projections",
+	args:    []string{"[<projection>]"},
+	summary: "projection status per partition",
+	help: `Shows every projection (or one) per category and partition: its checkpoint
+(the last log position applied), events applied, lag (entries not yet
+delivered to the projection, from XINFO GROUPS; "?" when unknown), pending
+(delivered, not yet acknowledged), quarantined, parked and missing events,
+the worker that owns the partition, and the partition's last error.
+
+Projections are found in the toolkit's tables (--schema in --database);
+their health comes from Redis (--redis, --namespace).
+
+Rebuilding a projection needs its handler, so it is not a CLI command: run
+it from the service that owns the projection (for example 'bank rebuild').`,
+	example: `  redsource projections
+  redsource projections balances --json`,
+	setup: func(*flag.FlagSet) runFunc {
+		return func(ctx context.Context, c *cli, args []string) error {
+			name := ""
+			if len(args) > 0 {
+				name = args[0]
+			}
+			return runProjections(ctx, c, name)
+		}
+	},
+}
+
+// statusJSON is one item of `projections --json`.
+type statusJSON struct {
+	Projection  string    `json:"projection"`
+	Category    string    `json:"category"`
+	Partition   int       `json:"partition"`
+	Checkpoint  string    `json:"checkpoint"`
+	Applied     int64     `json:"applied"`
+	Lag         int64     `json:"lag"` // -1: unknown
+	Pending     int64     `json:"pending"`
+	Quarantined int       `json:"quarantined"`
+	Parked      int       `json:"parked"`
+	Missing     int       `json:"missing"`
+	Owner       string    `json:"owner"`
+	LastError   string    `json:"last_error"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+func runProjections(ctx context.Context, c *cli, only string) error {
+	admin, err := c.admin(ctx)
+	if err != nil {
+		return err
+	}
+	names, err := knownProjections(ctx, c, admin, only)
+	if err != nil {
+		return err
+	}
+	rc, err := c.redis(ctx)
+	if err != nil {
+		return err
+	}
+	store, err := eventstore.New(rc, eventstore.Config{Namespace: c.g.namespace})
+	if err != nil {
+		return err
+	}
+	out := []statusJSON{}
+	for _, name := range names {
+		st, err := admin.Status(ctx, store, name)
+		if err != nil {
+			return err
+		}
+		for _, s := range st {
+			out = append(out, statusJSON{
+				Projection: s.Projection, Category: s.Category, Partition: s.Partition, Checkpoint: s.Checkpoint.String(),
+				Applied: s.Applied, Lag: s.Lag, Pending: s.Pending, Quarantined: s.Quarantined, Parked: s.Parked,
+				Missing: s.Missing, Owner: s.Owner, LastError: s.LastError, UpdatedAt: s.UpdatedAt.UTC(),
+			})
+		}
+	}
+	if c.g.json {
+		return writeJSON(c.stdout, out)
+	}
+	if len(out) == 0 {
+		fmt.Fprintf(c.stderr, "no projections in schema %q\n", c.g.schema)
+		return nil
+	}
+	missing := slices.ContainsFunc(out, func(s statusJSON) bool { return s.Missing > 0 })
+	tw := newTable(c.stdout)
+	header := "PROJECTION\tCATEGORY\tP\tCHECKPOINT\tAPPLIED\tLAG\tPENDING\tQUARANTINED\tPARKED"
+	if missing {
+		header += "\tMISSING"
+	}
+	fmt.Fprintln(tw, header+"\tOWNER\tLAST ERROR")
+	for _, s := range out {
+		cp := s.Checkpoint
+		if cp == "0-0" {
+			cp = "-"
+		}
+		lag := "?"
+		if s.Lag >= 0 {
+			lag = formatCount(s.Lag)
+		}
+		row := []string{s.Projection, s.Category, strconv.Itoa(s.Partition), cp, formatCount(s.Applied), lag,
+			formatCount(s.Pending), strconv.Itoa(s.Quarantined), strconv.Itoa(s.Parked)}
+		if missing {
+			row = append(row, strconv.Itoa(s.Missing))
+		}
+		row = append(row, orDash(s.Owner), orDash(truncate(oneLine(s.LastError), 80)))
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	return tw.Flush()
+}
+
+// knownProjections lists the projections, or checks that one exists.
+func knownProjections(ctx context.Context, c *cli, admin *projection.Admin, only string) ([]string, error) {
+	if only != "" {
+		if err := keys.ValidateProjection(only); err != nil {
+			return nil, usagef("%v", err)
+		}
+	}
+	names, err := admin.Projections(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if only == "" {
+		return names, nil
+	}
+	if !slices.Contains(names, only) {
+		known := "none"
+		if len(names) > 0 {
+			known = strings.Join(names, ", ")
+		}
+		return nil, fmt.Errorf("no projection %q in schema %q (known: %s)", only, c.g.schema, known)
+	}
+	return []string{only}, nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
