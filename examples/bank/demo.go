@@ -130,7 +130,7 @@ func (d *demo) run(ctx context.Context) (int, error) {
 	}
 
 	d.step("projection catching up")
-	if err := waitCaughtUp(ctx, d.env, p.Name, 20*time.Second, nil); err != nil {
+	if err := waitCaughtUp(ctx, d.env, pr, p.Name, time.Minute, nil); err != nil {
 		return 0, err
 	}
 	catchUp := time.Since(writesDone)

@@ -43,9 +43,9 @@ func cmdProject(ctx context.Context, e *env, args []string) int {
 		}
 	}
 	if *untilCaughtUp {
-		err = waitCaughtUp(ctx, e, p.Name, 0, progress)
+		err = waitCaughtUp(ctx, e, pr, p.Name, 0, progress)
 	} else {
-		err = watch(ctx, e, p.Name, progress)
+		err = watch(ctx, e, pr, p.Name, progress)
 	}
 	if stopErr := pr.stop(); err == nil {
 		err = stopErr
@@ -82,7 +82,7 @@ func startProjector(ctx context.Context, e *env, p projection.Projection, worker
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	pr := &projector{cancel: cancel}
-	for _, r := range runners {
+	for i, r := range runners {
 		pr.wg.Add(1)
 		go func() {
 			defer pr.wg.Done()
@@ -93,8 +93,39 @@ func startProjector(ctx context.Context, e *env, p projection.Projection, worker
 				cancel()
 			}
 		}()
+		if i == 0 && len(runners) > 1 {
+			// Workaround: runners that prepare a fresh toolkit schema at
+			// the same moment can fail ("record namespace: no rows in
+			// result set"); let the first one finish preparing it.
+			if err := pr.waitPrepared(ctx, e, p.Name); err != nil {
+				pr.stop()
+				return nil, err
+			}
+		}
 	}
 	return pr, nil
+}
+
+// waitPrepared waits until a runner has created the projection's
+// checkpoints.
+func (pr *projector) waitPrepared(ctx context.Context, e *env, name string) error {
+	for {
+		if err := pr.failed(); err != nil {
+			return err
+		}
+		st, err := e.admin().Status(ctx, e.store, name)
+		switch {
+		case err == nil && len(st) > 0:
+			return nil
+		case err != nil && !errors.Is(err, projection.ErrNoSchema) && ctx.Err() == nil:
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // stop stops the runners, waits for them and returns what made one fail.
@@ -148,9 +179,10 @@ func caughtUp(ctx context.Context, e *env, name string) (bool, []projection.Part
 	return true, st, nil
 }
 
-// waitCaughtUp polls until the projection is caught up, ctx ends or, with
-// a non-zero timeout, the time is up. progress, if set, sees each status.
-func waitCaughtUp(ctx context.Context, e *env, name string, timeout time.Duration, progress func([]projection.PartitionStatus)) error {
+// waitCaughtUp polls until the projection is caught up, ctx ends, the
+// projector fails or, with a non-zero timeout, the time is up. progress,
+// if set, sees each status.
+func waitCaughtUp(ctx context.Context, e *env, pr *projector, name string, timeout time.Duration, progress func([]projection.PartitionStatus)) error {
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -159,6 +191,9 @@ func waitCaughtUp(ctx context.Context, e *env, name string, timeout time.Duratio
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
+		if err := pr.failed(); err != nil {
+			return err
+		}
 		ok, st, err := caughtUp(ctx, e, name)
 		if err != nil {
 			return err
@@ -180,8 +215,9 @@ func waitCaughtUp(ctx context.Context, e *env, name string, timeout time.Duratio
 	}
 }
 
-// watch shows the status every second until ctx ends.
-func watch(ctx context.Context, e *env, name string, progress func([]projection.PartitionStatus)) error {
+// watch shows the status every second until ctx ends or the projector
+// fails.
+func watch(ctx context.Context, e *env, pr *projector, name string, progress func([]projection.PartitionStatus)) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -189,6 +225,9 @@ func watch(ctx context.Context, e *env, name string, progress func([]projection.
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
+		}
+		if err := pr.failed(); err != nil {
+			return err
 		}
 		st, err := e.admin().Status(ctx, e.store, name)
 		if err != nil && !errors.Is(err, projection.ErrNoSchema) {
