@@ -42,6 +42,7 @@ type globals struct {
 	partitions    int
 	json          bool
 	partitionsSet bool // --partitions given explicitly
+	namespaceSet  bool // --namespace given explicitly
 }
 
 // globalFlagNames lists the global flags; isBool says which take no value.
@@ -205,8 +206,11 @@ func runCommand(ctx context.Context, cmd *command, args []string, stdout, stderr
 		return reportUsage(cmd, err, stderr)
 	}
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "partitions" {
+		switch f.Name {
+		case "partitions":
 			c.g.partitionsSet = true
+		case "namespace":
+			c.g.namespaceSet = true
 		}
 	})
 	if err := c.checkGlobals(); err != nil {

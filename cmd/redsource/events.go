@@ -43,10 +43,11 @@ func runRead(ctx context.Context, c *cli, category, id string, from uint64) erro
 	out := c.eventPrinter()
 	n := 0
 	for ev, err := range store.Read(ctx, eventstore.StreamID{Category: category, ID: id}, from) {
-		if err != nil {
-			return err
+		if err == nil {
+			err = out.print(ev)
 		}
-		if err := out.print(ev); err != nil {
+		if err != nil {
+			out.flush() // what was read before the error is shown
 			return err
 		}
 		n++
@@ -147,12 +148,12 @@ func runReplay(ctx context.Context, c *cli, category string, from, to eventstore
 	out := c.eventPrinter()
 	var n int64
 	for ev, err := range store.ReadCategory(ctx, category, from, to) {
+		if err == nil {
+			err = out.print(ev)
+		}
 		if err != nil {
 			bar.done()
-			return err
-		}
-		if err := out.print(ev); err != nil {
-			bar.done()
+			out.flush() // what was read before the error is shown
 			return err
 		}
 		n++

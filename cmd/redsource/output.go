@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
@@ -66,17 +67,23 @@ type eventPrinter interface {
 
 func (c *cli) eventPrinter() eventPrinter {
 	if c.g.json {
-		enc := json.NewEncoder(c.stdout)
+		w := bufio.NewWriterSize(c.stdout, 64<<10)
+		enc := json.NewEncoder(w)
 		enc.SetEscapeHTML(false)
-		return jsonEvents{enc}
+		return jsonEvents{w, enc}
 	}
 	return &eventTable{t: newStreamTable(c.stdout, 256, "POSITION", "P", "ID", "VERSION", "TYPE", "RECORDED AT", "DATA")}
 }
 
-type jsonEvents struct{ enc *json.Encoder }
+// jsonEvents buffers its lines: one write per line would cost a system
+// call per event.
+type jsonEvents struct {
+	w   *bufio.Writer
+	enc *json.Encoder
+}
 
 func (j jsonEvents) print(ev eventstore.Event) error { return j.enc.Encode(toEventJSON(ev)) }
-func (j jsonEvents) flush() error                    { return nil }
+func (j jsonEvents) flush() error                    { return j.w.Flush() }
 
 type eventTable struct{ t *streamTable }
 

@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/redsource/redsource/eventstore"
 	"github.com/redsource/redsource/internal/keys"
@@ -68,11 +72,15 @@ func runProjections(ctx context.Context, c *cli, only string) error {
 	if err != nil {
 		return err
 	}
+	ns, err := c.projectionNamespace(ctx)
+	if err != nil {
+		return err
+	}
 	rc, err := c.redis(ctx)
 	if err != nil {
 		return err
 	}
-	store, err := eventstore.New(rc, eventstore.Config{Namespace: c.g.namespace})
+	store, err := eventstore.New(rc, eventstore.Config{Namespace: ns})
 	if err != nil {
 		return err
 	}
@@ -146,6 +154,35 @@ func knownProjections(ctx context.Context, c *cli, admin *projection.Admin, only
 		return nil, fmt.Errorf("no projection %q in schema %q (known: %s)", only, c.g.schema, known)
 	}
 	return []string{only}, nil
+}
+
+// projectionNamespace is the event-store namespace to read projection
+// health (lag, pending, owner) from: the one the toolkit schema records
+// for its projections, unless --namespace is given; a --namespace that
+// differs from it gets a warning, since lag and owners would be looked up
+// in the wrong place.
+func (c *cli) projectionNamespace(ctx context.Context) (string, error) {
+	pg, err := c.postgres(ctx)
+	if err != nil {
+		return "", err
+	}
+	// projection.Admin has no accessor for the recorded namespace; this
+	// reads the table the runner records it in.
+	var recorded string
+	err = pg.QueryRow(ctx, "SELECT namespace FROM "+pgx.Identifier{c.g.schema, "projection_namespace"}.Sanitize()).Scan(&recorded)
+	var pe *pgconn.PgError
+	switch {
+	case errors.Is(err, pgx.ErrNoRows), errors.As(err, &pe) && pe.Code == "42P01":
+		return c.g.namespace, nil // not recorded (yet, or an older schema)
+	case err != nil:
+		return "", fmt.Errorf("read the namespace of schema %q: %w", c.g.schema, err)
+	case !c.g.namespaceSet:
+		return recorded, nil
+	case recorded != c.g.namespace:
+		fmt.Fprintf(c.stderr, "warning: schema %q holds the projections of namespace %q, not %q: lag, pending and owners come from --namespace %q\n",
+			c.g.schema, recorded, c.g.namespace, c.g.namespace)
+	}
+	return c.g.namespace, nil
 }
 
 func orDash(s string) string {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -106,11 +107,11 @@ func TestProjectionsAndQuarantine(t *testing.T) {
 	require.Contains(t, errs, "no projection has run against it yet, or --schema is wrong")
 
 	w.setID("acc", 2, t0)
-	w.append("acc", "x", "Opened", `{"n":1}`)         // t0-1 p1
-	w.append("acc", "y", "Opened", `{"n":1}`)         // t0-1 p0
-	w.append("acc", "x", "Hit", `{"poison":true}`)    // t0-2 p1: quarantined
-	w.append("acc", "x", "Deposited", `{"n":2}`)      // t0-3 p1: parked behind it
-	w.append("acc", "y", "Deposited", `{"n":2}`)      // t0-2 p0
+	w.append("acc", "x", "Opened", `{"n":1}`)      // t0-1 p1
+	w.append("acc", "y", "Opened", `{"n":1}`)      // t0-1 p0
+	w.append("acc", "x", "Hit", `{"poison":true}`) // t0-2 p1: quarantined
+	w.append("acc", "x", "Deposited", `{"n":2}`)   // t0-3 p1: parked behind it
+	w.append("acc", "y", "Deposited", `{"n":2}`)   // t0-2 p0
 	var healed atomic.Bool
 	stop := w.startRunner(&healed)
 	w.waitStatus(map[int][3]int{0: {2, 0, 0}, 1: {1, 1, 1}})
@@ -121,6 +122,23 @@ func TestProjectionsAndQuarantine(t *testing.T) {
 	require.Len(t, st, 2)
 	require.Equal(t, statusJSON{Projection: "ledger", Category: "acc", Partition: 1, Checkpoint: "4102444800000-3",
 		Applied: 1, Lag: 0, Pending: 0, Quarantined: 1, Parked: 1, Owner: "worker-1", UpdatedAt: st[1].UpdatedAt}, st[1])
+	// Without --namespace, health comes from the namespace the schema
+	// records; a --namespace that differs is warned about.
+	var out2, errs2 bytes.Buffer
+	require.Equal(t, 0, run(w.ctx, []string{"--redis", testenv.RedisURL(), "--database", testenv.DatabaseURL(), "--schema", w.schema,
+		"projections", "--json"}, &out2, &errs2), errs2.String())
+	var st2 []statusJSON
+	require.NoError(t, json.Unmarshal(out2.Bytes(), &st2))
+	for i := range st2 {
+		st2[i].UpdatedAt = st[i].UpdatedAt // a worker may touch it meanwhile
+	}
+	require.Equal(t, st, st2)
+	require.Empty(t, errs2.String())
+	out, errs, code := w.run("projections", "--namespace", "elsewhere")
+	require.Equal(t, 0, code)
+	require.Contains(t, errs, `warning: schema "`+w.schema+`" holds the projections of namespace "`+w.ns+`", not "elsewhere"`)
+	require.Contains(t, out, "?", "lag unknown in the wrong namespace")
+
 	_, errs, code = w.run("projections", "nosuch")
 	require.Equal(t, 1, code)
 	require.Contains(t, errs, `no projection "nosuch" in schema`)
@@ -142,7 +160,7 @@ func TestProjectionsAndQuarantine(t *testing.T) {
 	require.Len(t, only, 1)
 
 	// A retry that fails again says why, and exits 1.
-	out, errs, code := w.run("quarantine", "retry", "ledger", "4102444800000-2")
+	out, errs, code = w.run("quarantine", "retry", "ledger", "4102444800000-2")
 	require.Equal(t, 1, code, errs)
 	require.Equal(t, "4102444800000-2 acc/x v2 (partition 1): still quarantined: cannot apply: poison payload\n", out)
 	require.Contains(t, errs, "1 of 1 events still quarantined")
