@@ -153,8 +153,8 @@ The read model will never see the skipped event.`,
 
 func requestSetup(action string) func(fs *flag.FlagSet) runFunc {
 	return func(fs *flag.FlagSet) runFunc {
-		partition := fs.Int("partition", -1, "the event's `partition`, when the position is held in several")
-		category := fs.String("category", "", "the event's `category`, when the projection reads several")
+		partition := fs.Int("partition", -1, "the event's partition `P`, when the position is held in several")
+		category := fs.String("category", "", "the event's category `C`, when the projection reads several")
 		wait := fs.Duration("wait", 30*time.Second, "how long to wait for the projector to carry the request out (0: do not wait)")
 		return func(ctx context.Context, c *cli, args []string) error {
 			if *wait < 0 {
