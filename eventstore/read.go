@@ -169,32 +169,9 @@ func (s *Store) ReadCategory(ctx context.Context, category string, from, to Posi
 }
 
 // recordedPartitions returns the category's recorded partition count, or 0
-// when the category has never been used. A count other than this store's
-// is ErrPartitionMismatch.
+// when the category has never been used.
 func (s *Store) recordedPartitions(ctx context.Context, category string) (int, error) {
-	if err := keys.ValidateCategory(category); err != nil {
-		return 0, invalidName(err)
-	}
-	s.mu.Lock()
-	n, ok := s.partitions[category]
-	s.mu.Unlock()
-	if ok {
-		return n, nil
-	}
-	got, err := s.client.Do(ctx, s.client.B().Get().Key(s.keys.Meta(category)).Build()).ToString()
-	if rueidis.IsRedisNil(err) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("eventstore: partition count of %q: %w", category, err)
-	}
-	if got != fmt.Sprint(s.cfg.Partitions) {
-		return 0, fmt.Errorf("%w: category %q has %s partitions in Redis, this store is configured with %d", ErrPartitionMismatch, category, got, s.cfg.Partitions)
-	}
-	s.mu.Lock()
-	s.partitions[category] = s.cfg.Partitions
-	s.mu.Unlock()
-	return s.cfg.Partitions, nil
+	return s.partitionCount(ctx, category, false)
 }
 
 // partitionReader pages through one partition log with XRANGE.

@@ -131,6 +131,15 @@ func (s *Store) Partition(stream StreamID) int { return keys.Partition(stream.ID
 // store's count for a category that has none yet. A category recorded
 // with another count gives ErrPartitionMismatch.
 func (s *Store) Partitions(ctx context.Context, category string) (int, error) {
+	return s.partitionCount(ctx, category, true)
+}
+
+// partitionCount returns the category's partition count from the cache or
+// Redis. With record, a category never used gets this store's count (SET NX
+// GET records and reads in one command, Redis 7.0+; SADD keeps the category
+// list for operators; both are idempotent); without, it counts 0. A count
+// other than this store's is ErrPartitionMismatch.
+func (s *Store) partitionCount(ctx context.Context, category string, record bool) (int, error) {
 	if err := keys.ValidateCategory(category); err != nil {
 		return 0, invalidName(err)
 	}
@@ -140,22 +149,31 @@ func (s *Store) Partitions(ctx context.Context, category string) (int, error) {
 	if ok {
 		return n, nil
 	}
-	// SET NX GET records and reads in one command (Redis 7.0+); SADD keeps
-	// the category list for operators. Both are idempotent.
 	want := strconv.Itoa(s.cfg.Partitions)
-	res := s.client.DoMulti(ctx,
-		s.client.B().Set().Key(s.keys.Meta(category)).Value(want).Nx().Get().Build(),
-		s.client.B().Sadd().Key(s.keys.Categories()).Member(category).Build())
-	got, err := res[0].ToString()
+	var got string
+	var err error
+	if record {
+		res := s.client.DoMulti(ctx,
+			s.client.B().Set().Key(s.keys.Meta(category)).Value(want).Nx().Get().Build(),
+			s.client.B().Sadd().Key(s.keys.Categories()).Member(category).Build())
+		if err := res[1].Error(); err != nil {
+			return 0, fmt.Errorf("eventstore: record category %q: %w", category, err)
+		}
+		got, err = res[0].ToString()
+		if rueidis.IsRedisNil(err) { // first use: recorded now
+			got, err = want, nil
+		}
+	} else {
+		got, err = s.client.Do(ctx, s.client.B().Get().Key(s.keys.Meta(category)).Build()).ToString()
+		if rueidis.IsRedisNil(err) {
+			return 0, nil
+		}
+	}
 	switch {
-	case rueidis.IsRedisNil(err): // first use: recorded now
 	case err != nil:
 		return 0, fmt.Errorf("eventstore: partition count of %q: %w", category, err)
 	case got != want:
 		return 0, fmt.Errorf("%w: category %q has %s partitions in Redis, this store is configured with %d", ErrPartitionMismatch, category, got, s.cfg.Partitions)
-	}
-	if err := res[1].Error(); err != nil {
-		return 0, fmt.Errorf("eventstore: record category %q: %w", category, err)
 	}
 	s.mu.Lock()
 	s.partitions[category] = s.cfg.Partitions
