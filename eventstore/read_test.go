@@ -502,14 +502,7 @@ func TestReadWithOtherPartitionCount(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
 	s := newStore(t, eventstore.Config{Partitions: 8})
-	// An aggregate whose partition differs between 8 and 4 partitions.
-	var st eventstore.StreamID
-	for i := 0; ; i++ {
-		st = eventstore.StreamID{Category: "acct", ID: "p" + strconv.Itoa(i)}
-		if s.Partition(st) >= 4 {
-			break
-		}
-	}
+	st := aggregateIn(s, "acct", "p", 5) // in partition 1 of 4
 	_, err := s.Append(ctx, st, eventstore.NoStream, ev("Opened", ""))
 	require.NoError(t, err)
 
