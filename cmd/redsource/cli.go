@@ -174,6 +174,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			quarantineOverview(stdout)
 			return exitOK
 		}
+		if strings.HasPrefix(rest[0], "-") {
+			fmt.Fprintf(stderr, "redsource quarantine: the subcommand (list, retry or skip) goes right after 'quarantine', before %s\n", rest[0])
+			return exitUsage
+		}
 		name, rest = "quarantine "+rest[0], rest[1:]
 	}
 	cmd := lookup(name)

@@ -222,6 +222,7 @@ func TestProjectionsAndQuarantine(t *testing.T) {
 		{[]string{"quarantine", "skip", "ledger", "5-5"}, 1, "no quarantined event at position 5-5 in projection \"ledger\""},
 		{[]string{"quarantine", "purge", "ledger"}, 2, `unknown command "quarantine purge"`},
 		{[]string{"quarantine"}, 2, "missing subcommand (list, retry or skip)"},
+		{[]string{"quarantine", "--json", "list", "ledger"}, 2, "the subcommand (list, retry or skip) goes right after 'quarantine', before --json"},
 	} {
 		out, errs, code := w.run(tc.args...)
 		require.Equal(t, tc.code, code, "%v: %s", tc.args, errs)
