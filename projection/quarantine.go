@@ -141,22 +141,57 @@ func (a *Admin) Request(ctx context.Context, projection, action, category string
 	return int(n), nil
 }
 
-// Outcome reports what became of a request: Done (resolved), or still
-// held with the request cleared and Error saying why.
-func (a *Admin) Outcome(ctx context.Context, projection, category string, partition int, pos eventstore.Position) (done bool, pending bool, errText string, err error) {
-	err = inTx(ctx, a.db, func(tx pgx.Tx) error {
+// Outcome is what became of an operator request on one held event.
+type Outcome struct {
+	// Resolved is true once the event is no longer held; Resolution then
+	// says how: "retried", "skipped" or "applied" (a parked event).
+	Resolved   bool
+	Resolution string
+	// Pending is true while the request waits for the owning worker.
+	Pending bool
+	// Error is the event's last error; after a failed retry, why it failed.
+	Error string
+}
+
+// Outcome reports what became of a request on the held event at pos.
+func (a *Admin) Outcome(ctx context.Context, projection, category string, partition int, pos eventstore.Position) (Outcome, error) {
+	var o Outcome
+	err := inTx(ctx, a.db, func(tx pgx.Tx) error {
 		var resolved *time.Time
-		var req *string
-		err := tx.QueryRow(ctx, "SELECT resolved_at, requested, error FROM "+a.table("held_events")+
+		var req, how *string
+		err := tx.QueryRow(ctx, "SELECT resolved_at, resolution, requested, error FROM "+a.table("held_events")+
 			" WHERE projection = $1 AND category = $2 AND partition = $3 AND position = $4",
-			projection, category, partition, pos.String()).Scan(&resolved, &req, &errText)
-		done, pending = resolved != nil, req != nil
+			projection, category, partition, pos.String()).Scan(&resolved, &how, &req, &o.Error)
+		o.Resolved, o.Pending = resolved != nil, req != nil
+		if how != nil {
+			o.Resolution = *how
+		}
+		return err
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return o, fmt.Errorf("%w: projection %q, category %q, partition %d, position %s", ErrNotHeld, projection, category, partition, pos)
+	}
+	if err != nil {
+		return o, a.wrap("read request outcome", err)
+	}
+	return o, nil
+}
+
+// Namespace returns the event-store namespace whose projections the schema
+// holds ("" when no runner has recorded one yet).
+func (a *Admin) Namespace(ctx context.Context) (string, error) {
+	var ns string
+	err := inTx(ctx, a.db, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, "SELECT namespace FROM "+a.table("projection_namespace")).Scan(&ns)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
 		return err
 	})
 	if err != nil {
-		err = a.wrap("read request outcome", err)
+		return "", a.wrap("read namespace", err)
 	}
-	return done, pending, errText, err
+	return ns, nil
 }
 
 // handleRequests carries out operator requests on this partition, oldest
@@ -217,6 +252,7 @@ func (w *worker) execRequest(ctx context.Context, pos, agg, reason, action strin
 				w.name, w.u.category, w.u.partition, pos, msg)
 			return err
 		}
+		applied := 0
 		if action == "retry" {
 			if reason == reasonMissing {
 				return fail("the log entry is gone: it can only be skipped")
@@ -228,7 +264,15 @@ func (w *worker) execRequest(ctx context.Context, pos, agg, reason, action strin
 			if !ok {
 				return fail(msg)
 			}
+			applied++
 		}
+		// Events applied here count in the partition's applied total.
+		defer func() {
+			if applied > 0 {
+				_, _ = tx.Exec(ctx, "UPDATE "+w.r.table("checkpoints")+" SET applied = applied + $4"+
+					" WHERE projection = $1 AND category = $2 AND partition = $3", w.name, w.u.category, w.u.partition, applied)
+			}
+		}()
 		if err := w.resolve(ctx, tx, pos, map[string]string{"retry": "retried", "skip": "skipped"}[action]); err != nil {
 			return err
 		}
@@ -261,6 +305,7 @@ func (w *worker) execRequest(ctx context.Context, pos, agg, reason, action strin
 			if err := w.resolve(ctx, tx, p, "applied"); err != nil {
 				return err
 			}
+			applied++
 		}
 		return nil
 	})

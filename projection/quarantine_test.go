@@ -77,9 +77,9 @@ func TestPoisonQuarantineParkRetrySkip(t *testing.T) {
 	_, err = admin.Request(e.ctx, "poison", "retry", "", -1, eventstore.Position{})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
-		done, pending, _, err := admin.Outcome(e.ctx, "poison", "acc", held[0].Partition, held[0].Position)
+		o, err := admin.Outcome(e.ctx, "poison", "acc", held[0].Partition, held[0].Position)
 		require.NoError(t, err)
-		return !done && !pending
+		return !o.Resolved && !o.Pending && o.Error == "cannot handle 13"
 	}, 30*time.Second, 20*time.Millisecond)
 
 	// After a fix, retry applies it and the parked events, in order.
@@ -87,6 +87,16 @@ func TestPoisonQuarantineParkRetrySkip(t *testing.T) {
 	_, err = admin.Request(e.ctx, "poison", "retry", "acc", held[0].Partition, held[0].Position)
 	require.NoError(t, err)
 	e.waitCount(t, "poison", 54)
+	o, err := admin.Outcome(e.ctx, "poison", "acc", held[0].Partition, held[0].Position)
+	require.NoError(t, err)
+	require.Equal(t, projection.Outcome{Resolved: true, Resolution: "retried", Error: "cannot handle 13"}, o)
+	st, err := admin.Status(e.ctx, e.store, "poison")
+	require.NoError(t, err)
+	var applied int64
+	for _, s := range st {
+		applied += s.Applied
+	}
+	require.Equal(t, int64(54), applied, "events applied by the retry count too")
 	require.Eventually(t, func() bool {
 		n, err := c.Do(e.ctx, c.B().Xlen().Key(dlq).Build()).AsInt64()
 		return err == nil && n == 0

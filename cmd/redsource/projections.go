@@ -10,9 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-
 	"github.com/redsource/redsource/eventstore"
 	"github.com/redsource/redsource/internal/keys"
 	"github.com/redsource/redsource/projection"
@@ -166,14 +163,10 @@ func (c *cli) projectionNamespace(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// projection.Admin has no accessor for the recorded namespace; this
-	// reads the table the runner records it in.
-	var recorded string
-	err = pg.QueryRow(ctx, "SELECT namespace FROM "+pgx.Identifier{c.g.schema, "projection_namespace"}.Sanitize()).Scan(&recorded)
-	var pe *pgconn.PgError
+	recorded, err := projection.NewAdmin(pg, c.g.schema).Namespace(ctx)
 	switch {
-	case errors.Is(err, pgx.ErrNoRows), errors.As(err, &pe) && pe.Code == "42P01":
-		return c.g.namespace, nil // not recorded (yet, or an older schema)
+	case errors.Is(err, projection.ErrNoSchema), err == nil && recorded == "":
+		return c.g.namespace, nil // not recorded yet
 	case err != nil:
 		return "", fmt.Errorf("read the namespace of schema %q: %w", c.g.schema, err)
 	case !c.g.namespaceSet:

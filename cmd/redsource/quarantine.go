@@ -334,16 +334,16 @@ func (r request) await(ctx context.Context, c *cli, admin *projection.Admin, tar
 			if results[i].Outcome != outcomeRequested {
 				continue
 			}
-			done, pending, errText, err := admin.Outcome(ctx, r.projection, t.Category, t.Partition, t.Position)
+			o, err := admin.Outcome(ctx, r.projection, t.Category, t.Partition, t.Position)
 			switch {
 			case err != nil && ctx.Err() != nil:
 				return &exitError{code: exitFailure, msg: "interrupted while waiting; the request is filed and the projector will still carry it out"}
 			case err != nil:
 				return err
-			case done:
-				results[i].Outcome = map[string]string{"retry": outcomeRetried, "skip": outcomeSkipped}[r.action]
-			case !pending:
-				results[i].Outcome, results[i].Error = outcomeStill, errText
+			case o.Resolved:
+				results[i].Outcome = o.Resolution // "retried" or "skipped"
+			case !o.Pending:
+				results[i].Outcome, results[i].Error = outcomeStill, o.Error
 			default:
 				open++
 			}
