@@ -34,6 +34,9 @@ func cmdDemo(ctx context.Context, e *env, args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return exitError
 	}
+	// Short leases: runners notice an in-place rebuild (and a crashed
+	// runner's partitions move) within a second.
+	e.leaseTTL = 3 * time.Second
 	d := &demo{env: e}
 	failures, err := d.run(ctx)
 	if err != nil {
@@ -49,8 +52,10 @@ func cmdDemo(ctx context.Context, e *env, args []string) int {
 
 type demo struct {
 	*env
-	failures    int
-	raceRefused int64
+	pr                         *projector // the running projector
+	failures                   int
+	raceRefused                int64
+	inPlaceTook, blueGreenTook time.Duration
 }
 
 // check records a demo expectation.
@@ -78,14 +83,13 @@ func (d *demo) run(ctx context.Context) (int, error) {
 	if err := ensureSchema(ctx, d.pool, d.schema); err != nil {
 		return 0, err
 	}
-	d.printf("removed %d keys under %q; created %s (toolkit tables go in the same schema)\n", n, d.namespace+":", balancesTable(d.schema, 0))
+	d.printf("removed %d keys under %q; created the view %s on %s (toolkit tables go in the same schema)\n",
+		n, d.namespace+":", balancesView(d.schema), versionTable(d.schema, 1))
 
-	p := balancesProjection(d.schema, d.bank.types)
-	pr, err := startProjector(ctx, d.env, p, 2)
-	if err != nil {
+	if d.pr, err = startProjector(ctx, d.env, balancesProjection(d.schema, d.bank.types, 1), 2); err != nil {
 		return 0, err
 	}
-	defer pr.stop()
+	defer func() { d.pr.stop() }()
 	d.printf("projector: 2 runners share the %d partitions of %q through leases\n", d.store.Config().Partitions, Category)
 
 	ids := accountIDs(demoAccounts)
@@ -109,7 +113,7 @@ func (d *demo) run(ctx context.Context) (int, error) {
 	}
 	res.took = time.Since(t0)
 	writesDone := time.Now()
-	st, err := d.admin().Status(ctx, d.store, p.Name)
+	st, err := d.admin().Status(ctx, d.store, d.pr.p.ID())
 	if err != nil {
 		return 0, err
 	}
@@ -124,34 +128,41 @@ func (d *demo) run(ctx context.Context) (int, error) {
 	if err := d.crashedTransfer(ctx, ids); err != nil {
 		return 0, err
 	}
-	poisonPos, poisonPart, err := d.poison(ctx)
+
+	d.step("projection catching up")
+	if err := waitCaughtUp(ctx, d.env, d.pr, time.Minute, nil); err != nil {
+		return 0, err
+	}
+	catchUp := time.Since(writesDone)
+	if st, err = d.admin().Status(ctx, d.store, d.pr.p.ID()); err != nil {
+		return 0, err
+	}
+	d.printf("lag when the writers stopped: %d event(s); caught up %s later: %s\n", lagAtEnd, catchUp.Round(time.Millisecond), statusLine(st))
+
+	if err := d.rebuildInPlace(ctx); err != nil {
+		return 0, err
+	}
+	bgOps, err := d.blueGreen(ctx, ids, res)
 	if err != nil {
 		return 0, err
 	}
 
-	d.step("projection catching up")
-	if err := waitCaughtUp(ctx, d.env, pr, p.Name, time.Minute, nil); err != nil {
+	poisonPos, poisonPart, err := d.poison(ctx)
+	if err != nil {
 		return 0, err
 	}
-	catchUp := time.Since(writesDone)
-	if st, err = d.admin().Status(ctx, d.store, p.Name); err != nil {
+	if err := waitCaughtUp(ctx, d.env, d.pr, time.Minute, nil); err != nil {
 		return 0, err
 	}
-	d.printf("lag when the writers stopped: %d events; caught up %s later: %s\n", lagAtEnd, catchUp.Round(time.Millisecond), statusLine(st))
-
-	if err := d.quarantine(ctx, p.Name, poisonPart, poisonPos); err != nil {
+	if err := d.quarantine(ctx, poisonPart, poisonPos); err != nil {
 		return 0, err
 	}
-	if err := pr.stop(); err != nil {
+	if err := d.pr.stop(); err != nil {
 		return 0, err
 	}
 
-	if err := d.rebuild(ctx, p); err != nil {
-		return 0, err
-	}
-
-	d.step("read model %s", balancesTable(d.schema, 0))
-	rows, err := readBalances(ctx, d.pool, balancesTable(d.schema, 0))
+	d.step("read model: %s, now on %s", balancesView(d.schema), versionTable(d.schema, d.pr.p.Version))
+	rows, err := readBalances(ctx, d.pool, balancesView(d.schema))
 	if err != nil {
 		return 0, err
 	}
@@ -166,7 +177,7 @@ func (d *demo) run(ctx context.Context) (int, error) {
 	d.printf("  %-10s %-10s %12s\n", "total", "", money(total))
 
 	d.step("verify: the read model against the log, and the aggregates (snapshot + tail) against the log")
-	rep, err := verify(ctx, d.env, p.Name, balancesTable(d.schema, 0))
+	rep, err := verify(ctx, d.env)
 	if err != nil {
 		return 0, err
 	}
@@ -176,14 +187,94 @@ func (d *demo) run(ctx context.Context) (int, error) {
 
 	d.step("numbers")
 	d.printf("  events in the log:        %d\n", rep.events)
-	d.printf("  commands:                 %d (+%d opens, %d first deposits, %d race withdrawals)\n", demoOps, demoAccounts+2, demoAccounts, raceWriters)
+	d.printf("  commands:                 %d random (%d of them during the blue/green build), %d opens, %d first deposits, %d racing withdrawals\n",
+		demoOps+bgOps, bgOps, demoAccounts+2, demoAccounts, raceWriters)
 	d.printf("  refused by the rule:      %d\n", res.refusedTotal()+int(d.raceRefused))
 	d.printf("  conflicts retried:        %d\n", d.bank.stats.conflicts.Load())
 	d.printf("  snapshots:                %d written, %d loads started from one\n", d.bank.snaps.puts.Load(), d.bank.snaps.hits.Load())
-	d.printf("  projection lag:           %d events when the writers stopped; caught up in %s\n", lagAtEnd, catchUp.Round(time.Millisecond))
-	d.printf("  quarantined / parked:     %d / %d (then skipped / applied by request)\n", 1, 1)
+	d.printf("  projection lag:           %d event(s) when the writers stopped; caught up %s later\n", lagAtEnd, catchUp.Round(time.Millisecond))
+	d.printf("  rebuilds:                 in place %s; blue/green %s\n", d.inPlaceTook.Round(time.Millisecond), d.blueGreenTook.Round(time.Millisecond))
+	d.printf("  quarantined / parked:     1 / 1 (then skipped / applied on request)\n")
 	d.printf("  took:                     %s\n", time.Since(start).Round(time.Millisecond))
 	return d.failures, nil
+}
+
+// rebuildInPlace rebuilds version 1 while its runners run: they let go of
+// their partitions for the rebuild and take them back after.
+func (d *demo) rebuildInPlace(ctx context.Context) error {
+	d.step("rebuild in place: %s from the start of the log, while the projector runs (its runners let go at their next lease tick, then take over again)", versionTable(d.schema, 1))
+	before, err := readBalances(ctx, d.pool, balancesView(d.schema))
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := rebuildInPlace(ctx, d.env, 1, func(p projection.Progress) { d.printf("  %s\n", progressLine(p)) }); err != nil {
+		return err
+	}
+	d.inPlaceTook = time.Since(t0)
+	after, err := readBalances(ctx, d.pool, balancesView(d.schema))
+	if err != nil {
+		return err
+	}
+	d.printf("rebuilt in %s: %d rows, the same as before: %v\n", d.inPlaceTook.Round(time.Millisecond), len(after), maps.Equal(before, after))
+	d.check(maps.Equal(before, after), "the rebuilt read model equals the one before")
+	return nil
+}
+
+// blueGreen builds version 2 beside version 1 while writers keep writing
+// and readers keep reading version 1, then switches them.
+func (d *demo) blueGreen(ctx context.Context, ids []string, res *loadResult) (int, error) {
+	const ops = 300
+	d.step("blue/green rebuild: version 2 builds in %s while readers keep version 1 and %d more commands run", versionTable(d.schema, 2), ops)
+	writes := make(chan error, 1)
+	t0 := time.Now()
+	started := func(from, to int) error {
+		go func() { writes <- runCommands(ctx, d.bank, ids, ops, 4, res) }()
+		return nil
+	}
+	progress := func(p projection.Progress) {
+		var n int
+		var sum int64
+		err := d.pool.QueryRow(ctx, "SELECT count(*), coalesce(sum(balance), 0) FROM "+balancesView(d.schema)).Scan(&n, &sum)
+		if err != nil {
+			d.printf("  %s; readers: %v\n", progressLine(p), err)
+			return
+		}
+		d.printf("  %s; readers see %d accounts holding %s\n", progressLine(p), n, money(sum))
+	}
+	afterSwitch := func(from, to int) error {
+		// Move the projector to the new version before the old one is
+		// dropped (the project command does this by itself).
+		if err := d.pr.stop(); err != nil {
+			return err
+		}
+		pr, err := startProjector(ctx, d.env, balancesProjection(d.schema, d.bank.types, to), 2)
+		if err != nil {
+			return err
+		}
+		d.pr = pr
+		return nil
+	}
+	from, to, err := rebuildBlueGreen(ctx, d.env, progress, started, afterSwitch)
+	if err != nil {
+		return 0, err
+	}
+	if err := <-writes; err != nil {
+		return 0, err
+	}
+	d.blueGreenTook = time.Since(t0)
+	v, err := activeVersion(ctx, d.env)
+	if err != nil {
+		return 0, err
+	}
+	var old *string
+	if err := d.pool.QueryRow(ctx, "SELECT to_regclass($1)::text", versionTable(d.schema, from)).Scan(&old); err != nil {
+		return 0, err
+	}
+	d.printf("switched %s from version %d to %d in one transaction; version %d dropped; took %s\n",
+		balancesView(d.schema), from, to, from, d.blueGreenTook.Round(time.Millisecond))
+	d.check(v == 2 && old == nil, "readers are on version 2 and version 1 is gone")
+	return ops, nil
 }
 
 const (
@@ -309,7 +400,8 @@ func (d *demo) poison(ctx context.Context) (eventstore.Position, int, error) {
 
 // quarantine shows the held events, then has the operator skip the poison
 // one, which releases the parked event behind it.
-func (d *demo) quarantine(ctx context.Context, name string, part int, pos eventstore.Position) error {
+func (d *demo) quarantine(ctx context.Context, part int, pos eventstore.Position) error {
+	name := d.pr.p.ID()
 	d.step("quarantine: the poison event is held, the account's later event parked behind it, every other account flowed")
 	held, err := d.admin().Held(ctx, name)
 	if err != nil {
@@ -325,35 +417,28 @@ func (d *demo) quarantine(ctx context.Context, name string, part int, pos events
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		done, _, errText, err := d.admin().Outcome(ctx, name, Category, part, pos)
+		o, err := d.admin().Outcome(ctx, name, Category, part, pos)
 		if err != nil {
 			return err
 		}
-		if done {
+		if o.Resolved {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the skip request was not carried out within 10s (%s)", errText)
+			return fmt.Errorf("the skip request was not carried out within 10s (%s)", o.Error)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	if held, err = d.admin().Held(ctx, name); err != nil {
 		return err
 	}
-	rows, err := readBalances(ctx, d.pool, balancesTable(d.schema, 0))
+	rows, err := readBalances(ctx, d.pool, balancesView(d.schema))
 	if err != nil {
 		return err
 	}
 	r := rows["acc-poison"]
 	d.printf("operator: skip it -> held events now %d; acc-poison in the read model: %s at version %d\n", len(held), money(r.Balance), r.Version)
 	d.check(len(held) == 0 && r.Balance == 1500 && r.Version == 4, "the parked deposit is applied after the skip")
-	return nil
-}
-
-// rebuild rebuilds the read model in place, if the library can.
-func (d *demo) rebuild(ctx context.Context, p projection.Projection) error {
-	d.step("rebuild of %s from the start of the log", balancesTable(d.schema, 0))
-	d.printf("not available yet in this example\n")
 	return nil
 }
 

@@ -78,6 +78,7 @@ type env struct {
 	pool        *pgxpool.Pool
 	store       *eventstore.Store
 	bank        *Bank
+	leaseTTL    time.Duration // of projection partitions; 0: the library's default
 }
 
 // run is the program: it parses args, connects, runs one command and
@@ -186,11 +187,12 @@ func (e *env) close() {
 // checkpoints.
 func (e *env) projectionConfig() projection.Config {
 	return projection.Config{
-		Store:  e.store,
-		DB:     e.pool,
-		Schema: e.schema,
-		Block:  200 * time.Millisecond, // a stop or an operator request waits at most this long
-		Logger: e.log,
+		Store:    e.store,
+		DB:       e.pool,
+		Schema:   e.schema,
+		Block:    200 * time.Millisecond, // a stop or an operator request waits at most this long
+		LeaseTTL: e.leaseTTL,
+		Logger:   e.log,
 	}
 }
 

@@ -27,14 +27,7 @@ func cmdProject(ctx context.Context, e *env, args []string) int {
 	if err := ensureSchema(ctx, e.pool, e.schema); err != nil {
 		return e.fail(err)
 	}
-	p := balancesProjection(e.schema, e.bank.types)
-	pr, err := startProjector(ctx, e, p, *workers)
-	if err != nil {
-		return e.fail(err)
-	}
 	start := time.Now()
-	e.printf("projecting %s into %s with %d worker(s)%s\n", Category, balancesTable(e.schema, 0), *workers,
-		map[bool]string{true: " until caught up", false: "; stop with Ctrl-C"}[*untilCaughtUp])
 	var last string
 	progress := func(st []projection.PartitionStatus) {
 		if line := statusLine(st); line != last {
@@ -42,27 +35,55 @@ func cmdProject(ctx context.Context, e *env, args []string) int {
 			last = line
 		}
 	}
-	if *untilCaughtUp {
-		err = waitCaughtUp(ctx, e, pr, p.Name, 0, progress)
-	} else {
-		err = watch(ctx, e, pr, p.Name, progress)
+	// Run the version readers see; when a blue/green rebuild switches
+	// them to another, follow it.
+	for {
+		v, err := activeVersion(ctx, e)
+		if err != nil {
+			return e.fail(err)
+		}
+		p := balancesProjection(e.schema, e.bank.types, v)
+		pr, err := startProjector(ctx, e, p, *workers)
+		if err != nil {
+			return e.fail(err)
+		}
+		pr.follow = true
+		e.printf("projecting %s into %s (version %d) with %d worker(s)%s\n", Category, versionTable(e.schema, v), v, *workers,
+			map[bool]string{true: " until caught up", false: "; stop with Ctrl-C"}[*untilCaughtUp])
+		if *untilCaughtUp {
+			err = waitCaughtUp(ctx, e, pr, 0, progress)
+		} else {
+			err = watch(ctx, e, pr, progress)
+		}
+		if stopErr := pr.stop(); err == nil {
+			err = stopErr
+		}
+		if errors.Is(err, errSwitched) {
+			e.printf("readers were switched to another version: following\n")
+			last = ""
+			continue
+		}
+		if err != nil && !(errors.Is(err, context.Canceled) && !*untilCaughtUp) {
+			return e.fail(err)
+		}
+		st, err := e.admin().Status(context.WithoutCancel(ctx), e.store, p.ID())
+		if err != nil {
+			return e.fail(err)
+		}
+		e.printf("stopped after %s: %s\n", time.Since(start).Round(time.Millisecond), statusLine(st))
+		return exitOK
 	}
-	if stopErr := pr.stop(); err == nil {
-		err = stopErr
-	}
-	if err != nil && !(errors.Is(err, context.Canceled) && !*untilCaughtUp) {
-		return e.fail(err)
-	}
-	st, err := e.admin().Status(context.WithoutCancel(ctx), e.store, p.Name)
-	if err != nil {
-		return e.fail(err)
-	}
-	e.printf("stopped after %s: %s\n", time.Since(start).Round(time.Millisecond), statusLine(st))
-	return exitOK
 }
 
-// projector is a set of runners working in the background.
+// errSwitched: the active version changed under a projector that follows
+// it.
+var errSwitched = errors.New("the active version of the projection changed")
+
+// projector is a set of runners of one projection version working in the
+// background.
 type projector struct {
+	p      projection.Projection
+	follow bool // check says errSwitched when p is no longer the active version
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	mu     sync.Mutex
@@ -81,7 +102,7 @@ func startProjector(ctx context.Context, e *env, p projection.Projection, worker
 		runners[i] = r
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	pr := &projector{cancel: cancel}
+	pr := &projector{p: p, cancel: cancel}
 	for i, r := range runners {
 		pr.wg.Add(1)
 		go func() {
@@ -97,7 +118,7 @@ func startProjector(ctx context.Context, e *env, p projection.Projection, worker
 			// Workaround: runners that prepare a fresh toolkit schema at
 			// the same moment can fail ("record namespace: no rows in
 			// result set"); let the first one finish preparing it.
-			if err := pr.waitPrepared(ctx, e, p.Name); err != nil {
+			if err := pr.waitPrepared(ctx, e); err != nil {
 				pr.stop()
 				return nil, err
 			}
@@ -108,12 +129,12 @@ func startProjector(ctx context.Context, e *env, p projection.Projection, worker
 
 // waitPrepared waits until a runner has created the projection's
 // checkpoints.
-func (pr *projector) waitPrepared(ctx context.Context, e *env, name string) error {
+func (pr *projector) waitPrepared(ctx context.Context, e *env) error {
 	for {
 		if err := pr.failed(); err != nil {
 			return err
 		}
-		st, err := e.admin().Status(ctx, e.store, name)
+		st, err := e.admin().Status(ctx, e.store, pr.p.ID())
 		switch {
 		case err == nil && len(st) > 0:
 			return nil
@@ -132,9 +153,7 @@ func (pr *projector) waitPrepared(ctx context.Context, e *env, name string) erro
 func (pr *projector) stop() error {
 	pr.cancel()
 	pr.wg.Wait()
-	pr.mu.Lock()
-	defer pr.mu.Unlock()
-	return errors.Join(pr.errs...)
+	return pr.failed()
 }
 
 // failed returns a runner's error while the projector still runs.
@@ -142,6 +161,28 @@ func (pr *projector) failed() error {
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
 	return errors.Join(pr.errs...)
+}
+
+// check returns a runner's error, or errSwitched for a follower whose
+// version is no longer the active one.
+func (pr *projector) check(ctx context.Context, e *env) error {
+	if err := pr.failed(); err != nil {
+		return err
+	}
+	if pr.follow {
+		v, err := activeVersion(ctx, e)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			e.log.Warn("bank: read the active version", "err", err)
+			return nil // the runners ride out a database outage; so do we
+		}
+		if max(v, 1) != max(pr.p.Version, 1) {
+			return errSwitched
+		}
+	}
+	return nil
 }
 
 // caughtUp reports whether the projection has applied (or held back)
@@ -182,7 +223,7 @@ func caughtUp(ctx context.Context, e *env, name string) (bool, []projection.Part
 // waitCaughtUp polls until the projection is caught up, ctx ends, the
 // projector fails or, with a non-zero timeout, the time is up. progress,
 // if set, sees each status.
-func waitCaughtUp(ctx context.Context, e *env, pr *projector, name string, timeout time.Duration, progress func([]projection.PartitionStatus)) error {
+func waitCaughtUp(ctx context.Context, e *env, pr *projector, timeout time.Duration, progress func([]projection.PartitionStatus)) error {
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -191,10 +232,10 @@ func waitCaughtUp(ctx context.Context, e *env, pr *projector, name string, timeo
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if err := pr.failed(); err != nil {
+		if err := pr.check(ctx, e); err != nil {
 			return err
 		}
-		ok, st, err := caughtUp(ctx, e, name)
+		ok, st, err := caughtUp(ctx, e, pr.p.ID())
 		if err != nil {
 			return err
 		}
@@ -207,7 +248,7 @@ func waitCaughtUp(ctx context.Context, e *env, pr *projector, name string, timeo
 		select {
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("projection %q not caught up after %s: %s", name, timeout, statusLine(st))
+				return fmt.Errorf("projection %q not caught up after %s: %s", pr.p.ID(), timeout, statusLine(st))
 			}
 			return ctx.Err()
 		case <-tick.C:
@@ -217,7 +258,7 @@ func waitCaughtUp(ctx context.Context, e *env, pr *projector, name string, timeo
 
 // watch shows the status every second until ctx ends or the projector
 // fails.
-func watch(ctx context.Context, e *env, pr *projector, name string, progress func([]projection.PartitionStatus)) error {
+func watch(ctx context.Context, e *env, pr *projector, progress func([]projection.PartitionStatus)) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -226,10 +267,10 @@ func watch(ctx context.Context, e *env, pr *projector, name string, progress fun
 			return ctx.Err()
 		case <-tick.C:
 		}
-		if err := pr.failed(); err != nil {
+		if err := pr.check(ctx, e); err != nil {
 			return err
 		}
-		st, err := e.admin().Status(ctx, e.store, name)
+		st, err := e.admin().Status(ctx, e.store, pr.p.ID())
 		if err != nil && !errors.Is(err, projection.ErrNoSchema) {
 			if ctx.Err() != nil {
 				return ctx.Err()

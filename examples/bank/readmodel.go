@@ -23,7 +23,7 @@ const ProjectionName = "balances"
 const schemaMarker = "redsource examples/bank"
 
 // ensureSchema creates the PostgreSQL schema if it is missing, marked as
-// ours, and the balances table in it.
+// ours, and in it the balances view over the table of version 1.
 func ensureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error {
 	tx, err := pool.Begin(ctx)
 	if err != nil {
@@ -47,10 +47,31 @@ func ensureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error 
 			return fmt.Errorf("mark schema %s: %w", q, err)
 		}
 	}
-	if err := createBalances(ctx, tx, balancesTable(schema, 0)); err != nil {
-		return err
+	// Readers query the view; a blue/green switch points it at another
+	// version's table. Both are created once: the view may point at a
+	// later version now, and version 1 may be gone.
+	var view *string
+	if err := tx.QueryRow(ctx, "SELECT to_regclass($1)::text", balancesView(schema)).Scan(&view); err != nil {
+		return fmt.Errorf("PostgreSQL: %w", err)
+	}
+	if view == nil {
+		if err := createBalances(ctx, tx, versionTable(schema, 1)); err != nil {
+			return err
+		}
+		if err := pointView(ctx, tx, schema, 1); err != nil {
+			return err
+		}
 	}
 	return tx.Commit(ctx)
+}
+
+// pointView makes the balances view show version v's table.
+func pointView(ctx context.Context, tx pgx.Tx, schema string, v int) error {
+	_, err := tx.Exec(ctx, "CREATE OR REPLACE VIEW "+balancesView(schema)+" AS SELECT * FROM "+versionTable(schema, v))
+	if err != nil {
+		return fmt.Errorf("point %s at %s: %w", balancesView(schema), versionTable(schema, v), err)
+	}
+	return nil
 }
 
 // createBalances creates a balances table: one row per account, with the
@@ -72,21 +93,23 @@ func createBalances(ctx context.Context, tx pgx.Tx, table string) error {
 // ident quotes a PostgreSQL identifier path ("bank"."balances").
 func ident(parts ...string) string { return pgx.Identifier(parts).Sanitize() }
 
-// balancesTable is the table a version of the projection writes: balances
-// for version 0 or 1, balances_v<n> for a blue/green version n > 1.
-func balancesTable(schema string, version int) string {
-	if version <= 1 {
-		return ident(schema, "balances")
-	}
-	return ident(schema, fmt.Sprintf("balances_v%d", version))
+// balancesView is what readers query: a view on the active version's
+// table (a simple view: UPDATE and DELETE go through to the table).
+func balancesView(schema string) string { return ident(schema, "balances") }
+
+// versionTable is the table version v of the projection writes:
+// balances_v1 for version 0 or 1, balances_v<v> after.
+func versionTable(schema string, v int) string {
+	return ident(schema, fmt.Sprintf("balances_v%d", max(v, 1)))
 }
 
-// balancesProjection is the read model: the balances table fed by the
+// balancesProjection is version v of the read model: its table fed by the
 // account category through a batch handler.
-func balancesProjection(schema string, types *aggregate.Registry) projection.Projection {
-	table := balancesTable(schema, 0)
+func balancesProjection(schema string, types *aggregate.Registry, v int) projection.Projection {
+	table := versionTable(schema, v)
 	return projection.Projection{
 		Name:       ProjectionName,
+		Version:    v,
 		Categories: []string{Category},
 		Batch:      &balancesHandler{table: table, types: types},
 		Reset: func(ctx context.Context, tx pgx.Tx) error {
@@ -94,6 +117,15 @@ func balancesProjection(schema string, types *aggregate.Registry) projection.Pro
 			return err
 		},
 	}
+}
+
+// activeVersion is the version readers see: the one last switched to, or 1.
+func activeVersion(ctx context.Context, e *env) (int, error) {
+	v, err := e.admin().ActiveVersion(ctx, ProjectionName)
+	if errors.Is(err, projection.ErrNoSchema) {
+		return 1, nil // no runner has prepared the schema yet
+	}
+	return v, err
 }
 
 // balancesHandler folds a batch per account and writes it with one

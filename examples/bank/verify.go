@@ -21,7 +21,7 @@ func cmdVerify(ctx context.Context, e *env, args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return exitError
 	}
-	rep, err := verify(ctx, e, ProjectionName, balancesTable(e.schema, 0))
+	rep, err := verify(ctx, e)
 	if err != nil {
 		return e.fail(err)
 	}
@@ -33,6 +33,7 @@ func cmdVerify(ctx context.Context, e *env, args []string) int {
 // (things an operator should know that are not errors).
 type verifyReport struct {
 	table               string
+	version             int
 	events, accounts    int
 	projected, notYet   int
 	rows                int
@@ -49,7 +50,7 @@ func (r *verifyReport) note(format string, args ...any) {
 }
 
 func (r *verifyReport) print(e *env) int {
-	e.printf("verify %s against the log of namespace %q\n", r.table, e.namespace)
+	e.printf("verify %s (version %d) against the log of namespace %q\n", r.table, max(r.version, 1), e.namespace)
 	e.printf("  log: %d events on %d accounts; %d projected, %d not yet (projection lag)\n", r.events, r.accounts, r.projected, r.notYet)
 	e.printf("  read model: %d rows; aggregates loaded (snapshot + tail) and compared: %d\n", r.rows, r.aggregatesCompared)
 	for _, n := range r.notes {
@@ -106,6 +107,7 @@ func (f *accountFold) apply(e any, version uint64) {
 // projState is a consistent view of the projection: the checkpoints and
 // held events that go with the rows read.
 type projState struct {
+	version     int // active
 	checkpoints map[int]eventstore.Position
 	held        map[string]projection.HeldEvent // by "partition/position"
 }
@@ -114,8 +116,14 @@ func heldKey(partition int, pos eventstore.Position) string {
 	return fmt.Sprintf("%d/%s", partition, pos)
 }
 
-func readProjState(ctx context.Context, e *env, name string) (projState, error) {
+func readProjState(ctx context.Context, e *env) (projState, error) {
 	ps := projState{checkpoints: map[int]eventstore.Position{}, held: map[string]projection.HeldEvent{}}
+	v, err := activeVersion(ctx, e)
+	if err != nil {
+		return ps, err
+	}
+	ps.version = v
+	name := projection.VersionID(ProjectionName, v)
 	st, err := e.admin().Status(ctx, e.store, name)
 	if errors.Is(err, projection.ErrNoSchema) {
 		return ps, nil // nothing projected yet
@@ -141,7 +149,7 @@ func readProjState(ctx context.Context, e *env, name string) (projState, error) 
 }
 
 func (a projState) equal(b projState) bool {
-	return maps.Equal(a.checkpoints, b.checkpoints) && slices.Equal(slices.Sorted(maps.Keys(a.held)), slices.Sorted(maps.Keys(b.held)))
+	return a.version == b.version && maps.Equal(a.checkpoints, b.checkpoints) && slices.Equal(slices.Sorted(maps.Keys(a.held)), slices.Sorted(maps.Keys(b.held)))
 }
 
 // verify compares the read model in table with the log:
@@ -160,12 +168,13 @@ func (a projState) equal(b projState) bool {
 //
 // Run it while the projection is stopped or caught up; with a running
 // projector, it re-reads until the checkpoints hold still around the rows.
-func verify(ctx context.Context, e *env, name, table string) (*verifyReport, error) {
+func verify(ctx context.Context, e *env) (*verifyReport, error) {
+	table := balancesView(e.schema)
 	rep := &verifyReport{table: table}
 	var ps projState
 	var rows map[string]balanceRow
 	for attempt := 0; ; attempt++ {
-		before, err := readProjState(ctx, e, name)
+		before, err := readProjState(ctx, e)
 		if err != nil {
 			return nil, err
 		}
@@ -175,7 +184,7 @@ func verify(ctx context.Context, e *env, name, table string) (*verifyReport, err
 			}
 			return nil, err
 		}
-		after, err := readProjState(ctx, e, name)
+		after, err := readProjState(ctx, e)
 		if err != nil {
 			return nil, err
 		}
@@ -190,6 +199,7 @@ func verify(ctx context.Context, e *env, name, table string) (*verifyReport, err
 		time.Sleep(100 * time.Millisecond)
 	}
 	rep.rows = len(rows)
+	rep.version = ps.version
 
 	parts, err := e.store.Partitions(ctx, Category)
 	if err != nil {
