@@ -56,6 +56,7 @@ type demo struct {
 	failures                   int
 	raceRefused                int64
 	inPlaceTook, blueGreenTook time.Duration
+	quarantined, parked        int
 }
 
 // check records a demo expectation.
@@ -194,7 +195,7 @@ func (d *demo) run(ctx context.Context) (int, error) {
 	d.printf("  snapshots:                %d written, %d loads started from one\n", d.bank.snaps.puts.Load(), d.bank.snaps.hits.Load())
 	d.printf("  projection lag:           %d event(s) when the writers stopped; caught up %s later\n", lagAtEnd, catchUp.Round(time.Millisecond))
 	d.printf("  rebuilds:                 in place %s; blue/green %s\n", d.inPlaceTook.Round(time.Millisecond), d.blueGreenTook.Round(time.Millisecond))
-	d.printf("  quarantined / parked:     1 / 1 (then skipped / applied on request)\n")
+	d.printf("  quarantined / parked:     %d / %d (then skipped / applied on request)\n", d.quarantined, d.parked)
 	d.printf("  took:                     %s\n", time.Since(start).Round(time.Millisecond))
 	return d.failures, nil
 }
@@ -408,6 +409,12 @@ func (d *demo) quarantine(ctx context.Context, part int, pos eventstore.Position
 		return err
 	}
 	for _, h := range held {
+		switch h.Reason {
+		case "quarantined":
+			d.quarantined++
+		case "parked":
+			d.parked++
+		}
 		d.printf("  %-11s %s v%d %s at %d/%s  %s\n", h.Reason, h.AggregateID, h.Version, h.Type, h.Partition, h.Position, firstLine(h.Error))
 	}
 	d.check(len(held) == 2 && held[0].Reason == "quarantined" && held[0].Position == pos && held[1].Reason == "parked",
