@@ -123,10 +123,14 @@ func (r *Runner) prepare(ctx context.Context) ([][]unit, error) {
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	ns := r.cfg.Store.Namespace()
 	var owner string
-	if err := tx.QueryRow(ctx, "WITH ins AS (INSERT INTO "+r.table("projection_namespace")+" (namespace) VALUES ($1)"+
-		" ON CONFLICT (singleton) DO NOTHING RETURNING namespace) SELECT namespace FROM ins UNION ALL"+
-		" SELECT namespace FROM "+r.table("projection_namespace"), ns).Scan(&owner); err != nil {
+	// Two statements: the SELECT takes a new snapshot, so it sees a row that
+	// a runner starting at the same moment committed while the INSERT
+	// waited for it.
+	if _, err := tx.Exec(ctx, "INSERT INTO "+r.table("projection_namespace")+" (namespace) VALUES ($1) ON CONFLICT (singleton) DO NOTHING", ns); err != nil {
 		return nil, fmt.Errorf("projection: record namespace: %w", err)
+	}
+	if err := tx.QueryRow(ctx, "SELECT namespace FROM "+r.table("projection_namespace")).Scan(&owner); err != nil {
+		return nil, fmt.Errorf("projection: read namespace: %w", err)
 	}
 	if owner != ns {
 		return nil, fmt.Errorf("projection: schema %q holds the projections of namespace %q, not %q: give this store's projections their own Config.Schema",

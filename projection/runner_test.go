@@ -137,3 +137,26 @@ func TestSchemaServesOneNamespace(t *testing.T) {
 	err = r2.Run(e.ctx)
 	require.ErrorContains(t, err, "holds the projections of namespace")
 }
+
+// Runners that start at the same moment on a fresh schema all prepare it.
+func TestRunnersStartTogether(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 8)
+	e.appendEvents(t, 4, 5, "s")
+	p := e.ledger(t, "together", "together", nil)
+	errs := make(chan error, 8)
+	ctx, cancel := context.WithCancel(e.ctx)
+	start := make(chan struct{})
+	for i := 0; i < 8; i++ {
+		r, err := projection.NewRunner(e.config(), p)
+		require.NoError(t, err)
+		go func() { <-start; errs <- r.Run(ctx) }()
+	}
+	close(start)
+	e.waitCount(t, "together", 20)
+	cancel()
+	for i := 0; i < 8; i++ {
+		require.NoError(t, <-errs)
+	}
+	e.checkFold(t, "together")
+}
