@@ -1,7 +1,6 @@
 package projection_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -266,7 +265,7 @@ func workerProcess() int {
 // child starts workerProcess in a new process.
 type child struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testenv.Buffer
 	done   chan struct{} // closed when the process has exited
 	err    error         // its exit status, once done
 }
@@ -278,7 +277,7 @@ func (e *env) spawn(t *testing.T, table, worker string, extra ...string) *child 
 		fmt.Sprintf("RS_PARTITIONS=%d", e.store.Config().Partitions), "RS_SCHEMA="+e.schema,
 		"RS_TABLE="+table, "RS_WORKER="+worker)
 	cmd.Env = append(cmd.Env, extra...)
-	ch := &child{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	ch := &child{cmd: cmd, stderr: &testenv.Buffer{}, done: make(chan struct{})}
 	cmd.Stderr = ch.stderr
 	require.NoError(t, cmd.Start())
 	go func() { ch.err = cmd.Wait(); close(ch.done) }()
@@ -290,23 +289,6 @@ func (e *env) spawn(t *testing.T, table, worker string, extra ...string) *child 
 		}
 	})
 	return ch
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type ctxT = context.Context

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/redsource/redsource/eventstore"
+	"github.com/redsource/redsource/internal/testenv"
 )
 
 func TestCategories(t *testing.T) {
@@ -159,7 +160,7 @@ func TestTail(t *testing.T) {
 			}
 			ctx, cancel := context.WithCancel(w.ctx)
 			defer cancel()
-			var out, errs syncBuffer
+			var out, errs testenv.Buffer
 			done := make(chan int, 1)
 			go func() { done <- run(ctx, append(w.globals(), args...), &out, &errs) }()
 			require.Eventually(t, func() bool { return strings.Contains(errs.String(), "following account (4 partitions)") },

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -56,7 +55,7 @@ func (w *world) run(t *testing.T, args ...string) (code int, stdout string) {
 
 func (w *world) runCtx(t *testing.T, ctx context.Context, args ...string) (int, string) {
 	t.Helper()
-	var out, errOut syncBuffer
+	var out, errOut testenv.Buffer
 	full := append([]string{"-redis", testenv.RedisURL(), "-database", testenv.DatabaseURL(), "-namespace", w.ns, "-schema", w.schema}, args...)
 	code := run(ctx, full, &out, &errOut)
 	t.Logf("bank %s: exit %d\n%s%s", strings.Join(args, " "), code, out.String(), errOut.String())
@@ -71,23 +70,6 @@ func (w *world) bank(t *testing.T) (*eventstore.Store, *Bank) {
 	b, err := newBank(s, slog.Default())
 	require.NoError(t, err)
 	return s, b
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestDemo(t *testing.T) {
