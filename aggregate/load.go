@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/redsource/redsource/eventstore"
@@ -40,45 +41,45 @@ func (r *Repository[A]) load(ctx context.Context, id string) (A, error) {
 
 // replay applies the stream's events after a's version. With
 // fromSnapshot, a's state comes from a snapshot, which is trusted only if
-// the stream still holds, at the snapshot's version, the event at the
-// snapshot's position: replay then reads from that version (one event
-// more than needed) and checks it. An untrusted snapshot is logged and
-// deleted (it can never match again; a valid one written meanwhile is
-// merely lost), and replay returns false, with a in an undefined state.
+// the stream still holds, at the snapshot's position, the event of the
+// snapshot's version: replay reads from that position (one event more
+// than needed, and no paging through earlier versions) and checks it. An
+// untrusted snapshot is logged and deleted (it can never match again; a
+// valid one written meanwhile is merely lost), and replay returns false,
+// with a in an undefined state.
 func (r *Repository[A]) replay(ctx context.Context, a A, stream eventstore.StreamID, fromSnapshot bool) (bool, error) {
 	root := a.root()
-	from, check := root.version+1, fromSnapshot
+	events := r.store.Read(ctx, stream, root.version+1)
 	if fromSnapshot {
-		from = root.version
+		events = r.store.ReadFrom(ctx, stream, root.position, root.version)
 	}
-	for ev, err := range r.store.Read(ctx, stream, from) {
+	check := fromSnapshot
+	for ev, err := range events {
+		if errors.Is(err, eventstore.ErrPositionMismatch) {
+			attrs := []any{"stream", stream.String(), "snapshot_version", root.version,
+				"snapshot_position", root.position.String()}
+			msg := "aggregate: snapshot ignored: the stream holds another event at its version (was the stream rewritten after a data loss?); loading from events"
+			if v, err := r.store.Version(ctx, stream); err == nil {
+				attrs = append(attrs, "stream_version", v)
+				if v < root.version {
+					msg = "aggregate: snapshot ignored: it is newer than the stream (did Redis lose data?); loading from events"
+				}
+			}
+			r.log.WarnContext(ctx, msg, attrs...)
+			r.dropSnapshot(ctx, stream)
+			return false, nil
+		}
 		if err != nil {
 			return false, err
 		}
-		if check {
+		if check { // the snapshot's own event: checked by ReadFrom
 			check = false
-			if ev.Position != root.position {
-				r.log.WarnContext(ctx, "aggregate: snapshot ignored: the stream holds another event at its version (was the stream rewritten after a data loss?); loading from events",
-					"stream", stream.String(), "version", root.version,
-					"snapshot_position", root.position.String(), "stream_position", ev.Position.String())
-				r.dropSnapshot(ctx, stream)
-				return false, nil
-			}
 			continue
 		}
 		if err := applyStored(r.types, a, ev); err != nil {
 			return false, err
 		}
 		root.version, root.position = ev.Version, ev.Position
-	}
-	if check { // no event at the snapshot's version
-		attrs := []any{"stream", stream.String(), "snapshot_version", root.version}
-		if v, err := r.store.Version(ctx, stream); err == nil {
-			attrs = append(attrs, "stream_version", v)
-		}
-		r.log.WarnContext(ctx, "aggregate: snapshot ignored: it is newer than the stream (did Redis lose data?); loading from events", attrs...)
-		r.dropSnapshot(ctx, stream)
-		return false, nil
 	}
 	return true, nil
 }

@@ -303,8 +303,8 @@ func BenchmarkXADDCeiling(b *testing.B) {
 }
 
 // BenchmarkRead: reading a whole 100- and 1,000-event aggregate with Read
-// (the aggregate stream holds IDs; a read-only script fetches each event
-// from the partition log), by 1 and 16 goroutines.
+// (a page of IDs from the aggregate stream, then the events from the
+// partition log with pipelined XRANGE), by 1 and 16 goroutines.
 func BenchmarkRead(b *testing.B) {
 	benchReads(b, func(ctx context.Context, s *eventstore.Store, st eventstore.StreamID) (int, error) {
 		n := 0

@@ -3,7 +3,7 @@ package eventstore
 import (
 	"container/heap"
 	"context"
-	_ "embed"
+	"errors"
 	"fmt"
 	"iter"
 
@@ -12,59 +12,161 @@ import (
 	"github.com/redsource/redsource/internal/keys"
 )
 
-//go:embed read_aggregate.lua
-var readAggregateLua string
-
-var readAggregateScript = rueidis.NewLuaScriptReadOnly(readAggregateLua)
-
 // Read returns an aggregate's events from fromVersion (inclusive; 0 and 1
 // both mean the start), paging through Redis so that memory stays constant
 // however long the stream. Iteration stops at the first error, which is
 // yielded.
+//
+// Each page takes two round trips: the aggregate stream's IDs (its index:
+// IDs and event UUIDs), then the events themselves from the partition log,
+// pipelined. Every event is checked against the index (same event UUID,
+// the next version), so a log that lost or reused an entry is an error,
+// never a silent gap.
 func (s *Store) Read(ctx context.Context, stream StreamID, fromVersion uint64) iter.Seq2[Event, error] {
+	skip := uint64(0)
+	if fromVersion > 1 {
+		skip = fromVersion - 1
+	}
+	return s.readIndexed(ctx, stream, "-", skip, max(fromVersion, 1), "")
+}
+
+// ErrPositionMismatch: ReadFrom found no event of the given version at the
+// given position (the stream is shorter, or was rewritten after Redis lost
+// data).
+var ErrPositionMismatch = errors.New("eventstore: no such event at that position")
+
+// ReadFrom returns an aggregate's events from the one at position from,
+// which must be version version, onwards: a snapshot's position and
+// version let a load continue after it without paging through the earlier
+// versions. If the stream holds no event version at from, the first thing
+// yielded is an error matching ErrPositionMismatch.
+func (s *Store) ReadFrom(ctx context.Context, stream StreamID, from Position, version uint64) iter.Seq2[Event, error] {
+	return s.readIndexed(ctx, stream, from.String(), 0, max(version, 1), from.String())
+}
+
+// readIndexed pages through an aggregate stream from start (after skipping
+// skip entries), numbering events from want; with first set, the first
+// entry must have that ID.
+func (s *Store) readIndexed(ctx context.Context, stream StreamID, start string, skip, want uint64, first string) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
 		if err := s.checkStream(ctx, stream); err != nil {
 			yield(Event{}, err)
 			return
 		}
 		p := s.Partition(stream)
-		ks := []string{s.keys.Aggregate(stream.Category, p, stream.ID), s.keys.Log(stream.Category, p)}
-		start, skip := "-", uint64(0)
-		if fromVersion > 1 {
-			skip = fromVersion - 1
-		}
-		want := max(fromVersion, 1)
+		aggKey, logKey := s.keys.Aggregate(stream.Category, p, stream.ID), s.keys.Log(stream.Category, p)
+		fail := func(err error) { yield(Event{}, fmt.Errorf("eventstore: read %s: %w", stream, err)) }
+		checkFirst := first != ""
 		for {
-			page, err := readAggregateScript.Exec(ctx, s.client, ks,
-				[]string{start, fmt.Sprint(skip), fmt.Sprint(s.cfg.ReadBatch)}).ToArray()
+			// Versions before fromVersion are skipped in pages of IDs only,
+			// which are small and keep each Redis call short.
+			n := s.cfg.ReadBatch
+			if skip > 0 {
+				n = int(min(skip, maxSkipPage))
+			}
+			index, err := s.client.Do(ctx, s.client.B().Xrange().Key(aggKey).Start(start).End("+").Count(int64(n)).Build()).ToArray()
 			if err != nil {
-				yield(Event{}, fmt.Errorf("eventstore: read %s: %w", stream, err))
+				fail(err)
 				return
 			}
-			for _, m := range page {
-				ev, err := decodeMessage(stream.Category, p, m)
-				if err == nil && ev.Stream.ID != stream.ID {
-					err = fmt.Errorf("%w: %s entry %s belongs to aggregate %q", ErrCorruptEntry, stream, ev.Position, ev.Stream.ID)
-				}
-				if err == nil && ev.Version != want {
-					err = fmt.Errorf("%w: %s entry %s has version %d, want %d", ErrCorruptEntry, stream, ev.Position, ev.Version, want)
-				}
-				if err != nil {
-					yield(Event{}, err)
-					return
-				}
-				if !yield(ev, nil) {
-					return
-				}
-				want++
-				start = "(" + ev.Position.String()
-			}
-			if len(page) < s.cfg.ReadBatch {
+			ids, uuids, err := parseIndex(index)
+			if err != nil {
+				fail(err)
 				return
 			}
-			skip = 0
+			if first != "" {
+				if len(ids) == 0 || ids[0] != first {
+					yield(Event{}, fmt.Errorf("%w: %s has no event at %s", ErrPositionMismatch, stream, first))
+					return
+				}
+				first = ""
+			}
+			if len(ids) > 0 {
+				start = "(" + ids[len(ids)-1]
+			}
+			last := len(ids) < n
+			if skip > 0 {
+				drop := min(skip, uint64(len(ids)))
+				skip -= drop
+				ids, uuids = ids[drop:], uuids[drop:]
+			}
+			if len(ids) > 0 {
+				cmds := make(rueidis.Commands, len(ids))
+				for i, id := range ids {
+					cmds[i] = s.client.B().Xrange().Key(logKey).Start(id).End(id).Build()
+				}
+				for i, res := range s.client.DoMulti(ctx, cmds...) {
+					ev, err := s.indexedEvent(stream, p, ids[i], uuids[i], want, res)
+					if checkFirst && errors.Is(err, errWrongVersion) {
+						err = fmt.Errorf("%w: %w", ErrPositionMismatch, err)
+					}
+					checkFirst = false
+					if err != nil {
+						yield(Event{}, err)
+						return
+					}
+					if !yield(ev, nil) {
+						return
+					}
+					want++
+				}
+			}
+			if last {
+				return
+			}
 		}
 	}
+}
+
+// errWrongVersion marks an event that is not the version expected next.
+var errWrongVersion = errors.New("unexpected version")
+
+// maxSkipPage bounds the IDs fetched per call while skipping to a version.
+const maxSkipPage = 10000
+
+// parseIndex splits an aggregate-stream page into IDs and event UUIDs.
+func parseIndex(page []rueidis.RedisMessage) (ids, uuids []string, err error) {
+	ids, uuids = make([]string, len(page)), make([]string, len(page))
+	for i, m := range page {
+		parts, err := m.ToArray()
+		if err != nil || len(parts) != 2 {
+			return nil, nil, fmt.Errorf("%w: malformed aggregate stream entry", ErrCorruptEntry)
+		}
+		if ids[i], err = parts[0].ToString(); err != nil {
+			return nil, nil, fmt.Errorf("%w: aggregate stream entry without ID", ErrCorruptEntry)
+		}
+		fields, err := parts[1].AsStrSlice()
+		if err != nil || len(fields) != 2 || fields[0] != "e" {
+			return nil, nil, fmt.Errorf("%w: aggregate stream entry %s: want one field e", ErrCorruptEntry, ids[i])
+		}
+		uuids[i] = fields[1]
+	}
+	return ids, uuids, nil
+}
+
+// indexedEvent decodes the log's answer for one aggregate-stream entry and
+// checks it against the entry: same aggregate, same event, the expected
+// version.
+func (s *Store) indexedEvent(stream StreamID, p int, id, eventID string, want uint64, res rueidis.RedisResult) (Event, error) {
+	msgs, err := res.ToArray()
+	if err != nil {
+		return Event{}, fmt.Errorf("eventstore: read %s: %w", stream, err)
+	}
+	if len(msgs) == 0 {
+		return Event{}, fmt.Errorf("%w: %s partition %d entry %s (version %d of %s)", ErrMissingEntry, stream.Category, p, id, want, stream)
+	}
+	ev, err := decodeMessage(stream.Category, p, msgs[0])
+	switch {
+	case err != nil:
+		return Event{}, err
+	case ev.Stream.ID != stream.ID:
+		return Event{}, fmt.Errorf("%w: %s entry %s belongs to aggregate %q", ErrCorruptEntry, stream, ev.Position, ev.Stream.ID)
+	case ev.ID.String() != eventID:
+		return Event{}, fmt.Errorf("%w: %s entry %s is event %s, the aggregate stream says %s", ErrCorruptEntry, stream, ev.Position, ev.ID, eventID)
+	case ev.Version != want:
+		return Event{}, fmt.Errorf("%w: %w: %s entry %s has version %d, want %d", ErrCorruptEntry, errWrongVersion, stream, ev.Position, ev.Version, want)
+	}
+	return ev, nil
 }
 
 // Version returns an aggregate stream's current version (its event count).
