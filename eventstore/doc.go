@@ -48,7 +48,7 @@
 //
 // [Store.Read] returns an iterator over a stream's events from a version
 // (inclusive; 0 and 1 both mean the start). It pages through Redis
-// ([Config.ReadBatch] entries per round trip), so memory stays flat however
+// ([Config.ReadBatch] entries per page, two round trips each), so memory stays flat however
 // long the stream; breaking out of the loop stops it. An error ends the
 // iteration and is yielded once:
 //
@@ -58,6 +58,10 @@
 //		}
 //		fmt.Println(e.Version, e.Type, string(e.Data))
 //	}
+//
+// After a snapshot, [Store.ReadFrom] starts at the snapshot's own event
+// (its position and version) without paging through the earlier ones, and
+// says [ErrPositionMismatch] when the stream no longer holds it there.
 //
 // [Store.Version] returns the current version without reading events.
 //
