@@ -39,7 +39,14 @@ func TestWorkersShareAndHandOver(t *testing.T) {
 			}
 			return inner.Apply(ctx, tx, ev)
 		})
-		r, err := projection.NewRunner(e.config(func(c *projection.Config) { c.WorkerID = name; c.BatchSize = 20 }), p)
+		r, err := projection.NewRunner(e.config(func(c *projection.Config) {
+			c.WorkerID = name
+			c.BatchSize = 20
+			// Long enough that a stall of the machine does not cost a lease
+			// mid-handler (the fence would stop the commit, but the overlap
+			// check below counts handlers, not commits).
+			c.LeaseTTL = 3 * time.Second
+		}), p)
 		require.NoError(t, err)
 		return r
 	}
