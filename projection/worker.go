@@ -398,8 +398,20 @@ func (w *worker) processRedelivered(ctx context.Context, e entry) error {
 
 // steady reads new entries and applies them, batch by batch.
 func (w *worker) steady(ctx context.Context) error {
-	c := w.r.cfg.Store.Client()
-	block := w.r.cfg.Block.Milliseconds()
+	// A reader fetches and decodes the next batch while the current one is
+	// applied. Entries it read but this loop did not apply stay pending in
+	// the group, where the next ownership's catch-up finds them.
+	rctx, cancel := context.WithCancel(ctx)
+	next := make(chan readBatch, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.read(rctx, next)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
 	for ctx.Err() == nil {
 		if time.Since(w.lastCheck) >= w.r.cfg.CheckInterval {
 			if err := w.checkLog(ctx); err != nil {
@@ -409,36 +421,67 @@ func (w *worker) steady(ctx context.Context) error {
 				return err
 			}
 		}
-		res := c.Do(ctx, c.B().Xreadgroup().Group(w.group, w.consumer).Count(int64(w.r.cfg.BatchSize)).
-			Block(block).Streams().Key(w.logKey).Id(">").Build())
-		msgs, err := streamEntries(res, w.logKey)
-		if err != nil {
+		var b readBatch
+		select {
+		case <-ctx.Done():
+			return nil
+		case b = <-next:
+		}
+		if b.err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			// NOGROUP (group or stream deleted) and lost replies both end
-			// this ownership; the next one recreates the group at the
-			// checkpoint and re-reads the pending list.
-			return fmt.Errorf("projection: XREADGROUP: %w", err)
+			return b.err
 		}
-		if len(msgs) == 0 {
+		if len(b.es) == 0 {
 			if err := w.handleRequests(ctx); err != nil {
 				return err
 			}
 			continue
 		}
-		es, err := decodeEntries(w.u.category, w.u.partition, msgs)
-		if err != nil {
-			return err
-		}
-		for i := range es {
-			es[i].deliveries = 1
-		}
-		if err := w.process(ctx, es); err != nil {
+		if err := w.process(ctx, b.es); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// readBatch is one XREADGROUP's entries, decoded, or the error that ended
+// reading.
+type readBatch struct {
+	es  []entry
+	err error
+}
+
+// read delivers batches of new entries (">") to out until ctx ends or a
+// read fails; an empty batch means BLOCK timed out with nothing new.
+func (w *worker) read(ctx context.Context, out chan<- readBatch) {
+	c := w.r.cfg.Store.Client()
+	block := w.r.cfg.Block.Milliseconds()
+	for ctx.Err() == nil {
+		res := c.Do(ctx, c.B().Xreadgroup().Group(w.group, w.consumer).Count(int64(w.r.cfg.BatchSize)).
+			Block(block).Streams().Key(w.logKey).Id(">").Build())
+		msgs, err := streamEntries(res, w.logKey)
+		var b readBatch
+		if err != nil {
+			// NOGROUP (group or stream deleted) and lost replies both end
+			// this ownership; the next one recreates the group at the
+			// checkpoint and re-reads the pending list.
+			b.err = fmt.Errorf("projection: XREADGROUP: %w", err)
+		} else if b.es, b.err = decodeEntries(w.u.category, w.u.partition, msgs); b.err == nil {
+			for i := range b.es {
+				b.es[i].deliveries = 1
+			}
+		}
+		select {
+		case out <- b:
+		case <-ctx.Done():
+			return
+		}
+		if b.err != nil {
+			return
+		}
+	}
 }
 
 // process applies entries in one transaction; when the handler fails, it
