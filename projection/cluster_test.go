@@ -134,3 +134,31 @@ func TestPostgresConnectionKilledMidTransaction(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, held, "a dead connection is not the event's fault")
 }
+
+// A worker that lost its partition can still read new entries (">")
+// before its next commit is fenced out; those entries then sit in the
+// pending list where the new owner's reads never see them. The owner
+// notices that the group delivered past what it read, and catches up.
+func TestEntriesReadByAnotherReaderAreApplied(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	p := e.ledger(t, "stolen", "stolen", func(eventstore.Event) error {
+		time.Sleep(20 * time.Millisecond) // slow: the owner's reader waits with one batch in hand
+		return nil
+	})
+	r, err := projection.NewRunner(e.config(func(c *projection.Config) { c.BatchSize = 1 }), p)
+	require.NoError(t, err)
+	e.start(t, r)
+	e.appendEvents(t, 1, 5, "s")
+	e.waitAtLeast(t, "stolen", 1)
+	e.appendEvents(t, 1, 10, "s")
+
+	c := e.store.Client()
+	log := e.store.LogKey("acc", 0)
+	got, err := c.Do(e.ctx, c.B().Xreadgroup().Group("stolen", "zombie").Count(100).Streams().Key(log).Id(">").Build()).AsXRead()
+	require.NoError(t, err)
+	require.NotEmpty(t, got[log], "the zombie read some entries first")
+
+	e.waitCount(t, "stolen", 15)
+	e.checkFold(t, "stolen")
+}

@@ -197,7 +197,6 @@ func (a *Admin) Namespace(ctx context.Context) (string, error) {
 // handleRequests carries out operator requests on this partition, oldest
 // position first.
 func (w *worker) handleRequests(ctx context.Context) error {
-	w.lastCheck = time.Now()
 	type req struct {
 		pos, agg, reason, action string
 	}

@@ -3,6 +3,7 @@ package projection_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -232,4 +233,29 @@ func TestLogRegressionStopsThePartition(t *testing.T) {
 	require.Contains(t, st[0].LastError, "log regressed")
 	require.Contains(t, st[0].LastError, fmt.Sprintf("checkpoint %s is gone", last[0].ID))
 	require.Equal(t, int64(3), e.count(t, "regress"), "nothing applied over the regression")
+}
+
+// A running owner, idle or busy, re-checks the log now and then: a
+// regression that happens while it runs stops the partition too.
+func TestLogRegressionWhileRunning(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	e.appendEvents(t, 1, 3, "w")
+	r, err := projection.NewRunner(e.config(), e.ledger(t, "live", "live", nil))
+	require.NoError(t, err)
+	e.start(t, r)
+	e.waitCount(t, "live", 3)
+
+	c := e.store.Client()
+	log := e.store.LogKey("acc", 0)
+	last, err := c.Do(e.ctx, c.B().Xrevrange().Key(log).End("+").Start("-").Count(1).Build()).AsXRange()
+	require.NoError(t, err)
+	require.NoError(t, c.Do(e.ctx, c.B().Xdel().Key(log).Id(last[0].ID).Build()).Error())
+
+	admin := projection.NewAdmin(e.pool, e.schema)
+	require.Eventually(t, func() bool {
+		st, err := admin.Status(e.ctx, e.store, "live")
+		require.NoError(t, err)
+		return len(st) == 1 && strings.Contains(st[0].LastError, "log regressed")
+	}, 30*time.Second, 20*time.Millisecond)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -34,6 +35,8 @@ type worker struct {
 	cp        eventstore.Position
 	cpEvent   *uuid.UUID
 	lastCheck time.Time
+	lastRead  atomic.Value         // string: the last ID this ownership's reader got
+	suspect   *eventstore.Position // delivered but not seen by us at the last check
 }
 
 func (w *worker) init() {
@@ -401,6 +404,8 @@ func (w *worker) steady(ctx context.Context) error {
 	// A reader fetches and decodes the next batch while the current one is
 	// applied. Entries it read but this loop did not apply stay pending in
 	// the group, where the next ownership's catch-up finds them.
+	w.lastRead.Store("")
+	w.suspect = nil
 	rctx, cancel := context.WithCancel(ctx)
 	next := make(chan readBatch, 1)
 	done := make(chan struct{})
@@ -415,6 +420,9 @@ func (w *worker) steady(ctx context.Context) error {
 	for ctx.Err() == nil {
 		if time.Since(w.lastCheck) >= w.r.cfg.CheckInterval {
 			if err := w.checkLog(ctx); err != nil {
+				return err
+			}
+			if err := w.checkDelivered(ctx); err != nil {
 				return err
 			}
 			if err := w.handleRequests(ctx); err != nil {
@@ -446,6 +454,39 @@ func (w *worker) steady(ctx context.Context) error {
 	return nil
 }
 
+// checkDelivered notices entries that the group delivered to someone
+// else since this ownership began: a worker that lost the partition but
+// has not noticed yet can still read new entries (">") before its next
+// commit is fenced out. They sit in the pending list where this owner's
+// reads never see them, so it starts over: the catch-up of a new
+// ownership applies them from the log, in order.
+func (w *worker) checkDelivered(ctx context.Context) error {
+	last, err := w.lastDelivered(ctx)
+	if err != nil {
+		return err
+	}
+	seen := w.cp
+	if id, _ := w.lastRead.Load().(string); id != "" {
+		if p, err := eventstore.ParsePosition(id); err == nil && p.Compare(seen) > 0 {
+			seen = p
+		}
+	}
+	// Our own reader may have been served just before the XINFO above and
+	// not have recorded it yet: only an ID still unseen one check later
+	// was read by someone else.
+	if w.suspect != nil && w.suspect.Compare(seen) > 0 {
+		stolen := *w.suspect
+		w.suspect = nil
+		return fmt.Errorf("projection: %s partition %d: entries up to %s were delivered to another reader (a worker that lost the partition); catching up from the checkpoint",
+			w.u.category, w.u.partition, stolen)
+	}
+	w.suspect = nil
+	if last.Compare(seen) > 0 {
+		w.suspect = &last
+	}
+	return nil
+}
+
 // readBatch is one XREADGROUP's entries, decoded, or the error that ended
 // reading.
 type readBatch struct {
@@ -471,6 +512,9 @@ func (w *worker) read(ctx context.Context, out chan<- readBatch) {
 		} else if b.es, b.err = decodeEntries(w.u.category, w.u.partition, msgs); b.err == nil {
 			for i := range b.es {
 				b.es[i].deliveries = 1
+			}
+			if len(b.es) > 0 {
+				w.lastRead.Store(b.es[len(b.es)-1].id)
 			}
 		}
 		select {
