@@ -487,6 +487,22 @@ func (w *worker) checkDelivered(ctx context.Context) error {
 	return nil
 }
 
+// checkContiguous makes sure the log holds no entry between prev (the
+// last entry this ownership read or applied) and first (the first of a new
+// batch).
+func (w *worker) checkContiguous(ctx context.Context, prev, first string) error {
+	c := w.r.cfg.Store.Client()
+	between, err := c.Do(ctx, c.B().Xrange().Key(w.logKey).Start("("+prev).End("("+first).Count(1).Build()).ToArray()
+	if err != nil {
+		return fmt.Errorf("projection: check batch order: %w", err)
+	}
+	if len(between) > 0 {
+		return fmt.Errorf("projection: %s partition %d: entries between %s and %s were delivered to another reader (a worker that lost the partition); catching up from the checkpoint",
+			w.u.category, w.u.partition, prev, first)
+	}
+	return nil
+}
+
 // readBatch is one XREADGROUP's entries, decoded, or the error that ended
 // reading.
 type readBatch struct {
@@ -496,9 +512,17 @@ type readBatch struct {
 
 // read delivers batches of new entries (">") to out until ctx ends or a
 // read fails; an empty batch means BLOCK timed out with nothing new.
+//
+// Batches must follow each other in the log: a worker that lost the
+// partition but has not noticed yet can still take entries with ">",
+// which would leave a hole that this owner's checkpoint then moves past.
+// So each batch is checked against the log: an entry between the previous
+// batch and this one ends reading with an error, and the next ownership's
+// catch-up applies the missing entries from the log, in order.
 func (w *worker) read(ctx context.Context, out chan<- readBatch) {
 	c := w.r.cfg.Store.Client()
 	block := w.r.cfg.Block.Milliseconds()
+	prev := w.cp.String()
 	for ctx.Err() == nil {
 		res := c.Do(ctx, c.B().Xreadgroup().Group(w.group, w.consumer).Count(int64(w.r.cfg.BatchSize)).
 			Block(block).Streams().Key(w.logKey).Id(">").Build())
@@ -514,7 +538,9 @@ func (w *worker) read(ctx context.Context, out chan<- readBatch) {
 				b.es[i].deliveries = 1
 			}
 			if len(b.es) > 0 {
-				w.lastRead.Store(b.es[len(b.es)-1].id)
+				b.err = w.checkContiguous(ctx, prev, b.es[0].id)
+				prev = b.es[len(b.es)-1].id
+				w.lastRead.Store(prev)
 			}
 		}
 		select {
