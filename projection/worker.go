@@ -107,6 +107,10 @@ func (w *worker) takeOver(ctx context.Context) error {
 			" RETURNING fence, position, event_id", w.name, w.u.category, w.u.partition, w.r.cfg.WorkerID).
 			Scan(&w.fence, &pos, &w.cpEvent)
 	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("projection: %s has no checkpoint for %s partition %d (was this version dropped with Admin.DropVersion while runners still run it?)",
+			w.name, w.u.category, w.u.partition)
+	}
 	if err != nil {
 		return fmt.Errorf("projection: take over checkpoint: %w", err)
 	}
