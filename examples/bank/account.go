@@ -146,20 +146,31 @@ type Account struct {
 
 // Apply is the one place where events change an account.
 func (a *Account) Apply(event any) {
+	a.balance += balanceChange(event)
 	switch e := event.(type) {
 	case AccountOpened:
 		a.opened, a.owner = true, e.Owner
-	case Deposited:
-		a.balance += e.Amount
-	case Withdrawn:
-		a.balance -= e.Amount
 	case TransferSent:
-		a.balance -= e.Amount
 		mark(&a.sent, e.Transfer)
 	case TransferReceived:
-		a.balance += e.Amount
 		mark(&a.received, e.Transfer)
 	}
+}
+
+// balanceChange is what an event does to a balance, in cents: the one
+// definition the aggregate, the read model and verify share.
+func balanceChange(event any) int64 {
+	switch e := event.(type) {
+	case Deposited:
+		return e.Amount
+	case Withdrawn:
+		return -e.Amount
+	case TransferSent:
+		return -e.Amount
+	case TransferReceived:
+		return e.Amount
+	}
+	return 0
 }
 
 func mark(set *map[string]bool, id string) {

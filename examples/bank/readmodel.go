@@ -162,18 +162,10 @@ func (h *balancesHandler) ApplyBatch(ctx context.Context, tx pgx.Tx, events []ev
 			rows[id] = r
 			order = append(order, id)
 		}
-		switch e := e.(type) {
-		case AccountOpened:
-			r.owner = e.Owner
-		case Deposited:
-			r.delta += e.Amount
-		case Withdrawn:
-			r.delta -= e.Amount
-		case TransferSent:
-			r.delta -= e.Amount
-		case TransferReceived:
-			r.delta += e.Amount
+		if o, ok := e.(AccountOpened); ok {
+			r.owner = o.Owner
 		}
+		r.delta += balanceChange(e)
 		r.version = int64(ev.Version)
 	}
 	ids := order

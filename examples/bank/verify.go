@@ -85,18 +85,10 @@ type accountFold struct {
 }
 
 func (f *accountFold) apply(e any, version uint64) {
-	switch e := e.(type) {
-	case AccountOpened:
-		f.owner = e.Owner
-	case Deposited:
-		f.balance += e.Amount
-	case Withdrawn:
-		f.balance -= e.Amount
-	case TransferSent:
-		f.balance -= e.Amount
-	case TransferReceived:
-		f.balance += e.Amount
+	if o, ok := e.(AccountOpened); ok {
+		f.owner = o.Owner
 	}
+	f.balance += balanceChange(e)
 	f.version = int64(version)
 	f.events++
 	if f.balance < f.low {
