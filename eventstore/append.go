@@ -37,16 +37,71 @@ func (s *Store) Append(ctx context.Context, stream StreamID, expected Expected, 
 	if err != nil {
 		return AppendResult{}, err
 	}
-	if _, err := s.Partitions(ctx, stream.Category); err != nil {
+	ident, err := s.identity(ctx, true)
+	if err != nil {
+		return AppendResult{}, err
+	}
+	n, err := s.Partitions(ctx, stream.Category)
+	if err != nil {
 		return AppendResult{}, err
 	}
 	p := s.Partition(stream)
-	keys := []string{s.keys.Log(stream.Category, p), s.keys.Aggregate(stream.Category, p, stream.ID)}
-	reply, err := appendScript.Exec(ctx, s.client, keys, args).ToArray()
-	if err != nil {
-		return AppendResult{}, fmt.Errorf("eventstore: append to %s: %w", stream, err)
+	keys := []string{s.keys.Log(stream.Category, p), s.keys.Aggregate(stream.Category, p, stream.ID), s.keys.PartitionMeta(stream.Category, p)}
+	args[0], args[1] = partitionMeta(ident, n), "0"
+	retry := newRetrier(s.cfg.RetryUnavailable)
+	for {
+		reply, err := appendScript.Exec(ctx, s.client, keys, args).ToArray()
+		if err != nil {
+			// Nothing ran (unavailable), or the same events with the same
+			// IDs at an exact version are recognised if the first try ran
+			// (unknown): either way another try is safe.
+			class := Classify(err)
+			if (class == ErrUnavailable || class == ErrUnknownOutcome && expected.kind == expectExact) && retry.wait(ctx) {
+				continue
+			}
+			return AppendResult{}, fmt.Errorf("eventstore: append to %s: %w", stream, classify(err))
+		}
+		if st, _ := reply[0].AsInt64(); st == 3 && len(reply) == 2 {
+			have, _ := reply[1].ToString()
+			if err := s.partitionMetaRefused(ctx, stream, p, ident, n, have, args[1] == "1"); err != nil {
+				return AppendResult{}, err
+			}
+			args[1] = "1" // a partition new to this namespace: create its meta key
+			continue
+		}
+		return parseAppendReply(stream, expected, p, ids, reply)
 	}
-	return parseAppendReply(stream, expected, p, ids, reply)
+}
+
+// partitionMetaRefused explains an append the script refused because the
+// partition's meta key is missing or another one. It returns nil when the
+// partition is simply new (no meta key, the namespace's identity checked
+// just now): the append is sent again, allowed to create the meta key.
+func (s *Store) partitionMetaRefused(ctx context.Context, stream StreamID, p int, ident string, n int, have string, created bool) error {
+	key := s.keys.PartitionMeta(stream.Category, p)
+	if have == "" {
+		if created {
+			return fmt.Errorf("eventstore: append to %s: %w: partition %d holds events but its meta key %s is gone; nothing written",
+				stream, ErrDataLoss, p, key)
+		}
+		// Before a partition gets its meta key, make sure Redis still
+		// holds the namespace this store knows.
+		if _, err := s.checkIdentity(ctx, ident, "this process", false); err != nil {
+			return fmt.Errorf("eventstore: append to %s: %w", stream, err)
+		}
+		return nil
+	}
+	id, count, ok := parsePartitionMeta(have)
+	switch {
+	case !ok:
+		return fmt.Errorf("eventstore: append to %s: %w: %s holds %q", stream, ErrCorruptEntry, key, have)
+	case id != ident:
+		return fmt.Errorf("eventstore: append to %s: %w", stream, &NamespaceError{Namespace: s.cfg.Namespace, Remembered: ident, Found: id,
+			By: "this process", Detail: fmt.Sprintf("partition %d of %q belongs to namespace identity %s (created %s), this process works with %s (created %s)",
+				p, stream.Category, id, identityTime(id), ident, identityTime(ident))})
+	}
+	return fmt.Errorf("eventstore: append to %s: %w: category %q has %d partitions (partition %d's meta key says so), this store is configured with %d",
+		stream, ErrPartitionMismatch, stream.Category, count, p, n)
 }
 
 // appendArgs validates an append and builds the script's ARGV.
@@ -70,8 +125,10 @@ func (s *Store) appendArgs(stream StreamID, expected Expected, events []EventDat
 	case expectExists:
 		kind = "x"
 	}
-	args := make([]string, 4, 4+4*len(events))
-	args[0], args[1], args[2], args[3] = kind, strconv.FormatUint(expected.version, 10), strconv.Itoa(len(events)), stream.ID
+	// args[0] and args[1] (the partition meta and whether to create it)
+	// are filled in by Append.
+	args := make([]string, 6, 6+4*len(events))
+	args[2], args[3], args[4], args[5] = kind, strconv.FormatUint(expected.version, 10), strconv.Itoa(len(events)), stream.ID
 	ids := make([]uuid.UUID, len(events))
 	seen := make(map[uuid.UUID]int, len(events))
 	total := 0

@@ -1,19 +1,27 @@
 #!lua
 -- append.lua: atomically append k events to a partition log and to one
--- aggregate stream of that partition (both keys share the slot {cat:p}).
+-- aggregate stream of that partition (all keys share the slot {cat:p}).
 --
 -- KEYS[1]  partition log        <ns>:{<cat>:<p>}:log
 -- KEYS[2]  aggregate stream     <ns>:{<cat>:<p>}:agg:<id>
--- ARGV[1]  expected kind: "e" exact, "a" any, "x" stream exists
--- ARGV[2]  expected version (used with "e")
--- ARGV[3]  k, the number of events
--- ARGV[4]  aggregate ID
--- ARGV[5..] four per event: event UUID, type, data, metadata JSON ("" = none)
+-- KEYS[3]  partition meta       <ns>:{<cat>:<p>}:meta
+-- ARGV[1]  the partition meta the writer expects: "<namespace identity>/<partitions>"
+-- ARGV[2]  "1": create the partition meta if it is missing and the log
+--          holds no entry (the writer has just checked the namespace's
+--          identity); "0": a missing meta key is an error
+-- ARGV[3]  expected kind: "e" exact, "a" any, "x" stream exists
+-- ARGV[4]  expected version (used with "e")
+-- ARGV[5]  k, the number of events
+-- ARGV[6]  aggregate ID
+-- ARGV[7..] four per event: event UUID, type, data, metadata JSON ("" = none)
 --
 -- Returns {1, first_version, recorded_us, id_1 .. id_k}  appended
 --         {2, first_version, "",          id_1 .. id_k}  already appended:
 --                                                        an idempotent retry
 --         {0, actual_version}                            conflict
+--         {3, meta}                                      the partition meta is
+--                                                        missing ("") or another
+--                                                        one: nothing written
 --
 -- Guards I1: every ID comes from XADD <log> * (Redis keeps last_generated_id,
 --            so IDs stay monotonic when the clock goes back); the aggregate
@@ -23,11 +31,25 @@
 --        I3: the version check and the writes run in one script.
 --        I4: an append whose event UUIDs already sit at the versions it
 --            expected returns the original IDs instead of writing again.
-local log, agg = KEYS[1], KEYS[2]
-local kind, expected, k, aggid = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+--        A partition never takes events for another namespace incarnation
+--        or partition count than it was created with: a Redis that lost the
+--        namespace (restarted empty, flushed) has no meta key, so an append
+--        from a writer that knew the old namespace is refused, not applied
+--        to a fresh, empty stream.
+local log, agg, meta = KEYS[1], KEYS[2], KEYS[3]
+local have = redis.call('GET', meta)
+if have ~= ARGV[1] then
+  if have == false and ARGV[2] == '1' and redis.call('XLEN', log) == 0 then
+    redis.call('SET', meta, ARGV[1])
+  else
+    return {3, have or ''}
+  end
+end
+
+local kind, expected, k, aggid = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local cur = redis.call('XLEN', agg)
 
-local function eid(i) return ARGV[4 + (i - 1) * 4 + 1] end
+local function eid(i) return ARGV[6 + (i - 1) * 4 + 1] end
 
 -- IDs of the entries at versions from .. from+k-1 if their UUIDs are this
 -- batch's, else nil. Reads from whichever end of the stream is closer.
@@ -93,7 +115,7 @@ local function undo(err)
 end
 
 for i = 1, k do
-  local b = 4 + (i - 1) * 4
+  local b = 6 + (i - 1) * 4
   local id = redis.pcall('XADD', log, '*',
     'v', '1', 'agg', aggid, 'ver', cur + i, 'eid', ARGV[b + 1],
     'type', ARGV[b + 2], 'data', ARGV[b + 3], 'meta', ARGV[b + 4], 'ts', recorded)

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -69,7 +71,7 @@ func TestEntryFormatGolden(t *testing.T) {
 
 	p := s.Partition(st)
 	layout := keys.Layout{NS: s.Namespace()}
-	logKey, aggKey, metaKey := s.LogKey(st.Category, p), layout.Aggregate(st.Category, p, st.ID), layout.Meta(st.Category)
+	logKey, aggKey, metaKey := s.LogKey(st.Category, p), layout.Aggregate(st.Category, p, st.ID), layout.PartitionMeta(st.Category, p)
 	logEntries, aggEntries := xrange(t, s.Client(), logKey), xrange(t, s.Client(), aggKey)
 	require.Len(t, logEntries, 2)
 	require.Len(t, aggEntries, 2)
@@ -100,12 +102,22 @@ func TestEntryFormatGolden(t *testing.T) {
 		b.WriteString("XADD " + ns(aggKey) + " <ID-" + strconv.Itoa(i+1) + ">\n")
 		writeFields(&b, ae.Fields)
 	}
-	meta, err := s.Client().Do(ctx, s.Client().B().Get().Key(metaKey).Build()).ToString()
+	c := s.Client()
+	ident, err := c.Do(ctx, c.B().Get().Key(layout.Identity()).Build()).ToString()
 	require.NoError(t, err)
-	b.WriteString("\nSET " + ns(metaKey) + " " + strconv.Quote(meta) + "\n")
-	cats, err := s.Client().Do(ctx, s.Client().B().Smembers().Key(layout.Categories()).Build()).AsStrSlice()
+	u, err := uuid.Parse(ident)
 	require.NoError(t, err)
-	b.WriteString("SADD " + ns(layout.Categories()) + " " + strconv.Quote(strings.Join(cats, ",")) + "\n")
+	require.Equal(t, uuid.Version(7), u.Version(), "the identity is a UUIDv7")
+	meta, err := c.Do(ctx, c.B().Get().Key(metaKey).Build()).ToString()
+	require.NoError(t, err)
+	require.Equal(t, ident+"/8", meta)
+	b.WriteString("\nSET " + ns(metaKey) + " " + strconv.Quote(strings.ReplaceAll(meta, ident, "<IDENTITY>")) + "\n")
+	cats, err := c.Do(ctx, c.B().Hgetall().Key(layout.Categories()).Build()).AsStrMap()
+	require.NoError(t, err)
+	for _, k := range slices.Sorted(maps.Keys(cats)) {
+		b.WriteString("HSET " + ns(layout.Categories()) + " " + k + " " + strconv.Quote(cats[k]) + "\n")
+	}
+	b.WriteString("SET " + ns(layout.Identity()) + " <IDENTITY>\n")
 
 	golden := filepath.Join("testdata", "entry_v1.golden")
 	if *updateGolden {

@@ -66,13 +66,21 @@ func (s *Store) readIndexed(ctx context.Context, stream StreamID, start string, 
 			}
 			index, err := s.client.Do(ctx, s.client.B().Xrange().Key(aggKey).Start(start).End("+").Count(int64(n)).Build()).ToArray()
 			if err != nil {
-				fail(err)
+				fail(classify(err))
 				return
 			}
 			ids, uuids, err := parseIndex(index)
 			if err != nil {
 				fail(err)
 				return
+			}
+			if len(ids) == 0 && start == "-" {
+				// An empty stream: a new aggregate, or a Redis that lost the
+				// namespace this store has worked with.
+				if err := s.verifyIdentity(ctx); err != nil {
+					yield(Event{}, err)
+					return
+				}
 			}
 			if first != "" {
 				if len(ids) == 0 || ids[0] != first {
@@ -150,7 +158,7 @@ func parseIndex(page []rueidis.RedisMessage) (ids, uuids []string, err error) {
 func (s *Store) indexedEvent(stream StreamID, p int, id, eventID string, want uint64, res rueidis.RedisResult) (Event, error) {
 	msgs, err := res.ToArray()
 	if err != nil {
-		return Event{}, fmt.Errorf("eventstore: read %s: %w", stream, err)
+		return Event{}, fmt.Errorf("eventstore: read %s: %w", stream, classify(err))
 	}
 	if len(msgs) == 0 {
 		return Event{}, fmt.Errorf("%w: %s partition %d entry %s (version %d of %s)", ErrMissingEntry, stream.Category, p, id, want, stream)
@@ -177,7 +185,7 @@ func (s *Store) Version(ctx context.Context, stream StreamID) (uint64, error) {
 	p := s.Partition(stream)
 	n, err := s.client.Do(ctx, s.client.B().Xlen().Key(s.keys.Aggregate(stream.Category, p, stream.ID)).Build()).AsInt64()
 	if err != nil {
-		return 0, fmt.Errorf("eventstore: version of %s: %w", stream, err)
+		return 0, fmt.Errorf("eventstore: version of %s: %w", stream, classify(err))
 	}
 	return uint64(n), nil
 }
@@ -189,12 +197,16 @@ func validateStream(stream StreamID) error {
 	return invalidName(keys.ValidateAggregateID(stream.ID))
 }
 
-// checkStream validates the names and that the category's recorded
+// checkStream validates the names, that Redis holds the namespace this
+// store knows (or its Witness remembers), and that the category's recorded
 // partition count is this store's: with another count, Partition points at
-// the wrong partition and the stream would read as empty. The count is
-// fetched once per category and store.
+// the wrong partition and the stream would read as empty. Identity and
+// count are fetched once per store (and category).
 func (s *Store) checkStream(ctx context.Context, stream StreamID) error {
 	if err := validateStream(stream); err != nil {
+		return err
+	}
+	if _, err := s.identity(ctx, false); err != nil {
 		return err
 	}
 	_, err := s.recordedPartitions(ctx, stream.Category)
@@ -207,6 +219,10 @@ func (s *Store) ReadPartition(ctx context.Context, category string, partition in
 	return func(yield func(Event, error) bool) {
 		if err := keys.ValidateCategory(category); err != nil {
 			yield(Event{}, invalidName(err))
+			return
+		}
+		if err := s.verifyIdentity(ctx); err != nil {
+			yield(Event{}, err)
 			return
 		}
 		r := s.partitionReader(category, partition, from, to)
@@ -230,6 +246,10 @@ func (s *Store) ReadPartition(ctx context.Context, category string, partition in
 // nothing.
 func (s *Store) ReadCategory(ctx context.Context, category string, from, to Position) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
+		if err := s.verifyIdentity(ctx); err != nil {
+			yield(Event{}, err)
+			return
+		}
 		n, err := s.recordedPartitions(ctx, category)
 		if err != nil || n == 0 {
 			if err != nil {
@@ -301,7 +321,7 @@ func (r *partitionReader) next(ctx context.Context) (Event, bool, error) {
 		c := r.s.client
 		page, err := c.Do(ctx, c.B().Xrange().Key(r.key).Start(r.start).End(r.end).Count(int64(r.s.cfg.ReadBatch)).Build()).ToArray()
 		if err != nil {
-			return Event{}, false, fmt.Errorf("eventstore: read %s partition %d: %w", r.category, r.partition, err)
+			return Event{}, false, fmt.Errorf("eventstore: read %s partition %d: %w", r.category, r.partition, classify(err))
 		}
 		r.done = len(page) < r.s.cfg.ReadBatch
 		if len(page) == 0 {

@@ -1,12 +1,11 @@
 package eventstore
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
+	"time"
 
 	"github.com/redis/rueidis"
 
@@ -30,18 +29,40 @@ type Config struct {
 	// ReadBatch is how many entries a read fetches per round trip.
 	// Default 512.
 	ReadBatch int
+	// RetryUnavailable is how long an append keeps trying while Redis
+	// cannot take it (ErrUnavailable: connection refused, LOADING,
+	// CLUSTERDOWN, TRYAGAIN, MASTERDOWN, READONLY, BUSY) and, for Exact
+	// and NoStream appends, after an outcome it could not learn
+	// (ErrUnknownOutcome; the retry carries the same event IDs, so it is
+	// applied at most once). The default, 30s, outlasts a Redis Cluster
+	// failover (docs/reliability.md); negative: no retries.
+	RetryUnavailable time.Duration
+	// Witness, if set, is durable memory of the namespace outside Redis
+	// (projection.NewWitness: the toolkit's PostgreSQL schema). The store
+	// records the namespace's identity there and refuses, with a
+	// *NamespaceError, a Redis that lost it — also in a process that never
+	// saw the namespace before. Without it, a store notices a Redis that
+	// lost the namespace only once it has seen the namespace itself.
+	Witness Witness
+	// AllowEviction lets the store work against a Redis whose
+	// maxmemory-policy evicts keys (allkeys-lru, allkeys-lfu,
+	// allkeys-random), which deletes events without an error. Only for
+	// throwaway data: by default such a Redis is refused with a
+	// *SettingError before anything is written.
+	AllowEviction bool
 	// Logger receives the store's logs. Default slog.Default().
 	Logger *slog.Logger
 }
 
 // Defaults, as documented on Config.
 const (
-	DefaultNamespace       = "rs"
-	DefaultPartitions      = 8
-	DefaultMaxEventBytes   = 1 << 20
-	DefaultMaxAppendEvents = 1000
-	DefaultMaxAppendBytes  = 16 << 20
-	DefaultReadBatch       = 512
+	DefaultNamespace        = "rs"
+	DefaultPartitions       = 8
+	DefaultMaxEventBytes    = 1 << 20
+	DefaultMaxAppendEvents  = 1000
+	DefaultMaxAppendBytes   = 16 << 20
+	DefaultReadBatch        = 512
+	DefaultRetryUnavailable = 30 * time.Second
 	// MaxPartitions is the largest partition count a category can have.
 	MaxPartitions = 1024
 )
@@ -64,6 +85,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReadBatch == 0 {
 		c.ReadBatch = DefaultReadBatch
+	}
+	if c.RetryUnavailable == 0 {
+		c.RetryUnavailable = DefaultRetryUnavailable
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -99,6 +123,7 @@ type Store struct {
 
 	mu         sync.Mutex
 	partitions map[string]int // categories whose partition count is checked
+	ident      string         // the namespace identity, once known
 }
 
 // New returns a Store over client. cfg is copied; defaults are applied to
@@ -126,69 +151,6 @@ func (s *Store) Client() rueidis.Client { return s.client }
 // Partition returns the partition of an aggregate stream under this store's
 // partition count: fnv1a32(ID) mod Partitions, stable forever.
 func (s *Store) Partition(stream StreamID) int { return keys.Partition(stream.ID, s.cfg.Partitions) }
-
-// Partitions returns the partition count of a category, recording this
-// store's count for a category that has none yet. A category recorded
-// with another count gives ErrPartitionMismatch.
-func (s *Store) Partitions(ctx context.Context, category string) (int, error) {
-	return s.partitionCount(ctx, category, true)
-}
-
-// partitionCount returns the category's partition count from the cache or
-// Redis. With record, a category never used gets this store's count (SET NX
-// GET records and reads in one command, Redis 7.0+; SADD keeps the category
-// list for operators; both are idempotent); without, it counts 0. A count
-// other than this store's is ErrPartitionMismatch.
-func (s *Store) partitionCount(ctx context.Context, category string, record bool) (int, error) {
-	if err := keys.ValidateCategory(category); err != nil {
-		return 0, invalidName(err)
-	}
-	s.mu.Lock()
-	n, ok := s.partitions[category]
-	s.mu.Unlock()
-	if ok {
-		return n, nil
-	}
-	want := strconv.Itoa(s.cfg.Partitions)
-	var got string
-	var err error
-	if record {
-		res := s.client.DoMulti(ctx,
-			s.client.B().Set().Key(s.keys.Meta(category)).Value(want).Nx().Get().Build(),
-			s.client.B().Sadd().Key(s.keys.Categories()).Member(category).Build())
-		if err := res[1].Error(); err != nil {
-			return 0, fmt.Errorf("eventstore: record category %q: %w", category, err)
-		}
-		got, err = res[0].ToString()
-		if rueidis.IsRedisNil(err) { // first use: recorded now
-			got, err = want, nil
-		}
-	} else {
-		got, err = s.client.Do(ctx, s.client.B().Get().Key(s.keys.Meta(category)).Build()).ToString()
-		if rueidis.IsRedisNil(err) {
-			return 0, nil
-		}
-	}
-	switch {
-	case err != nil:
-		return 0, fmt.Errorf("eventstore: partition count of %q: %w", category, err)
-	case got != want:
-		return 0, fmt.Errorf("%w: category %q has %s partitions in Redis, this store is configured with %d", ErrPartitionMismatch, category, got, s.cfg.Partitions)
-	}
-	s.mu.Lock()
-	s.partitions[category] = s.cfg.Partitions
-	s.mu.Unlock()
-	return s.cfg.Partitions, nil
-}
-
-// Categories lists every category that has been used in this namespace.
-func (s *Store) Categories(ctx context.Context) ([]string, error) {
-	cats, err := s.client.Do(ctx, s.client.B().Smembers().Key(s.keys.Categories()).Build()).AsStrSlice()
-	if err != nil {
-		return nil, fmt.Errorf("eventstore: list categories: %w", err)
-	}
-	return cats, nil
-}
 
 // LogKey returns the Redis key of a partition log, for tools that read the
 // log directly (projections, the CLI).

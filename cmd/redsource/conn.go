@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -93,18 +92,11 @@ func (c *cli) recordedPartitions(ctx context.Context, category string) (int, err
 	if err != nil {
 		return 0, err
 	}
-	s, err := rc.Do(ctx, rc.B().Get().Key(keys.Layout{NS: c.g.namespace}.Meta(category)).Build()).ToString()
-	if rueidis.IsRedisNil(err) {
-		return 0, nil
-	}
+	s, err := eventstore.New(rc, eventstore.Config{Namespace: c.g.namespace})
 	if err != nil {
-		return 0, fmt.Errorf("partition count of %q: %w", category, err)
+		return 0, err
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 {
-		return 0, fmt.Errorf("category %q has a malformed partition count %q in Redis", category, s)
-	}
-	return n, nil
+	return s.RecordedPartitions(ctx, category)
 }
 
 // store opens the event store for one category. Without --partitions the

@@ -124,12 +124,19 @@ func (l Layout) Lease(category string, p int, projection string) string {
 	return l.tag(category, p) + ":lease:" + projection
 }
 
-// Meta holds a category's partition count, set once.
-func (l Layout) Meta(category string) string { return l.NS + ":{" + category + "}:meta" }
+// PartitionMeta marks a partition as part of one namespace incarnation: it
+// holds "<namespace identity>/<partition count>", written by the first
+// append to the partition and checked by every append after it (in the
+// append script, same slot as the log).
+func (l Layout) PartitionMeta(category string, p int) string { return l.tag(category, p) + ":meta" }
 
-// Categories is a set of every category that has had an append, so that
-// operators can list them without SCAN.
+// Categories is a hash of every category that has had an append to its
+// partition count, so that operators can list them without SCAN.
 func (l Layout) Categories() string { return l.NS + ":categories" }
+
+// Identity holds the namespace's identity (a UUIDv7 whose time is the
+// namespace's creation), written once when the namespace is first used.
+func (l Layout) Identity() string { return l.NS + ":identity" }
 
 // Projection returns a key for projection-wide coordination (rebuild
 // generation, membership); it lives outside any partition slot.

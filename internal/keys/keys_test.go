@@ -49,5 +49,7 @@ func TestLayoutSharesHashTag(t *testing.T) {
 	require.Equal(t, "rs:{account:3}:agg:a1", l.Aggregate("account", 3, "a1"))
 	require.Equal(t, "rs:{account:3}:dlq:balances", l.DLQ("account", 3, "balances"))
 	require.Equal(t, "rs:{account:3}:snap:a1", l.Snapshot("account", 3, "a1"))
-	require.Equal(t, "rs:{account}:meta", l.Meta("account"))
+	require.Equal(t, "rs:{account:3}:meta", l.PartitionMeta("account", 3))
+	require.Equal(t, "rs:identity", l.Identity())
+	require.Equal(t, "rs:categories", l.Categories())
 }
