@@ -249,7 +249,8 @@ var (
 	// checkpoint, or its last ID is behind the checkpoint: Redis lost
 	// acknowledged events (a lost AOF tail, a failover to a lagging
 	// replica). The partition stops; nothing is skipped silently.
-	ErrLogRegressed = errors.New("projection: log regressed behind the checkpoint")
+	// It matches eventstore.ErrDataLoss.
+	ErrLogRegressed = fmt.Errorf("projection: log regressed behind the checkpoint (%w)", eventstore.ErrDataLoss)
 	// ErrLostOwnership: another worker took the partition.
 	ErrLostOwnership = errors.New("projection: partition ownership lost")
 )

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -253,6 +254,12 @@ func (r *Runner) catchUp(ctx context.Context, units []unit, opts RebuildOptions)
 		if caught {
 			return stop()
 		}
+		// A partition that stopped because Redis lost events will not
+		// catch up by waiting.
+		if err := st.stoppedErr(); err != nil {
+			stop()
+			return fmt.Errorf("projection: catch up %q: %w", r.projs[0].ID(), err)
+		}
 		select {
 		case <-ctx.Done():
 			stop()
@@ -281,16 +288,34 @@ func progress(done, total int64, elapsed time.Duration, errs []string) Progress 
 }
 
 type checkpointState struct {
-	pos  map[unit]eventstore.Position
-	done int64 // applied + held, over all partitions
-	errs []string
+	pos     map[unit]eventstore.Position
+	done    int64 // applied + held, over all partitions
+	errs    []string
+	stopped map[string][]string // reason (checkpoints.stopped) → "category/partition: error"
+}
+
+// stoppedErr is the error of the partitions that stopped because Redis lost
+// what their checkpoints remember: ErrLogRegressed or
+// eventstore.ErrNamespaceLost, both eventstore.ErrDataLoss.
+func (st checkpointState) stoppedErr() error {
+	if len(st.stopped) == 0 {
+		return nil
+	}
+	var errs []error
+	if parts := st.stopped[stoppedNamespaceLost]; len(parts) > 0 {
+		errs = append(errs, fmt.Errorf("%w: %d partitions stopped: %s", eventstore.ErrNamespaceLost, len(parts), strings.Join(parts, "; ")))
+	}
+	if parts := st.stopped[stoppedLogRegressed]; len(parts) > 0 {
+		errs = append(errs, fmt.Errorf("%w: %d partitions stopped: %s", ErrLogRegressed, len(parts), strings.Join(parts, "; ")))
+	}
+	return errors.Join(errs...)
 }
 
 func (r *Runner) checkpoints(ctx context.Context) (checkpointState, error) {
 	st := checkpointState{pos: map[unit]eventstore.Position{}}
 	p := r.projs[0]
 	err := inTx(ctx, r.cfg.DB, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, "SELECT c.category, c.partition, c.position, c.applied, c.last_error,"+
+		rows, err := tx.Query(ctx, "SELECT c.category, c.partition, c.position, c.applied, c.last_error, c.stopped,"+
 			" (SELECT count(*) FROM "+r.table("held_events")+" h WHERE h.projection = c.projection AND h.category = c.category AND h.partition = c.partition)"+
 			" FROM "+r.table("checkpoints")+" c WHERE c.projection = $1", p.ID())
 		if err != nil {
@@ -299,10 +324,16 @@ func (r *Runner) checkpoints(ctx context.Context) (checkpointState, error) {
 		defer rows.Close()
 		for rows.Next() {
 			var u unit
-			var pos, lastErr string
+			var pos, lastErr, stopped string
 			var applied, held int64
-			if err := rows.Scan(&u.category, &u.partition, &pos, &applied, &lastErr, &held); err != nil {
+			if err := rows.Scan(&u.category, &u.partition, &pos, &applied, &lastErr, &stopped, &held); err != nil {
 				return err
+			}
+			if stopped != "" {
+				if st.stopped == nil {
+					st.stopped = map[string][]string{}
+				}
+				st.stopped[stopped] = append(st.stopped[stopped], fmt.Sprintf("%s/%d: %s", u.category, u.partition, lastErr))
 			}
 			if st.pos[u], err = eventstore.ParsePosition(pos); err != nil {
 				return err

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/rueidis"
 
 	"github.com/redsource/redsource/eventstore"
@@ -35,6 +36,8 @@ type Runner struct {
 	cfg   Config
 	projs []Projection
 	keys  keys.Layout
+
+	identity string // the namespace identity the schema remembers, from prepare
 
 	mu    sync.Mutex
 	owned map[unit]*ownedUnit
@@ -83,6 +86,13 @@ func (r *Runner) WorkerID() string { return r.cfg.WorkerID }
 // (failing fast when Redis or PostgreSQL does not answer), then keeps a
 // fair share of the partitions and projects them. On return every
 // partition worker has stopped and every lease is released.
+//
+// Run returns an error matching eventstore.ErrNamespaceLost (and
+// eventstore.ErrDataLoss) as soon as Redis no longer holds the namespace
+// the schema remembers — at start or while running: a Redis that restarted
+// empty is never taken for a fresh start. A partition whose log lost
+// entries the checkpoint remembers stops (ErrLogRegressed, shown by
+// Admin.Status) while the others go on.
 func (r *Runner) Run(ctx context.Context) error {
 	units, err := r.prepare(ctx)
 	if err != nil {
@@ -95,6 +105,14 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer tick.Stop()
 	defer r.shutdown()
 	for {
+		if err := r.checkIdentity(ctx); err != nil && ctx.Err() == nil {
+			if errors.Is(err, eventstore.ErrNamespaceLost) {
+				r.cfg.Logger.Error("projection: Redis lost the namespace; every partition stops", "worker", r.cfg.WorkerID, "err", err)
+				r.stopAll(ctx, units, err)
+				return err
+			}
+			r.cfg.Logger.Warn("projection: checking the namespace identity failed", "worker", r.cfg.WorkerID, "err", err)
+		}
 		if err := r.balance(ctx, units); err != nil && ctx.Err() == nil {
 			r.cfg.Logger.Warn("projection: balancing partitions failed", "worker", r.cfg.WorkerID, "err", err)
 		}
@@ -122,19 +140,21 @@ func (r *Runner) prepare(ctx context.Context) ([][]unit, error) {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	ns := r.cfg.Store.Namespace()
-	var owner string
-	// Two statements: the SELECT takes a new snapshot, so it sees a row that
-	// a runner starting at the same moment committed while the INSERT
-	// waited for it.
-	if _, err := tx.Exec(ctx, "INSERT INTO "+r.table("projection_namespace")+" (namespace) VALUES ($1) ON CONFLICT (singleton) DO NOTHING", ns); err != nil {
-		return nil, fmt.Errorf("projection: record namespace: %w", err)
+	// The schema remembers the namespace's identity: a Redis that lost the
+	// namespace (or holds another incarnation of it) is refused before a
+	// checkpoint is trusted.
+	table := r.table("projection_namespace")
+	remembered, err := recordedIdentity(ctx, tx, table, r.cfg.Schema, ns)
+	if err != nil {
+		return nil, err
 	}
-	if err := tx.QueryRow(ctx, "SELECT namespace FROM "+r.table("projection_namespace")).Scan(&owner); err != nil {
-		return nil, fmt.Errorf("projection: read namespace: %w", err)
+	if r.identity, err = r.cfg.Store.CheckIdentity(ctx, remembered, r.witnessName()); err != nil {
+		return nil, fmt.Errorf("projection: %w", err)
 	}
-	if owner != ns {
-		return nil, fmt.Errorf("projection: schema %q holds the projections of namespace %q, not %q: give this store's projections their own Config.Schema",
-			r.cfg.Schema, owner, ns)
+	if remembered == "" {
+		if err := recordIdentity(ctx, tx, table, r.cfg.Schema, ns, r.identity); err != nil {
+			return nil, err
+		}
 	}
 	for i, p := range r.projs {
 		for _, cat := range p.Categories {
@@ -158,6 +178,60 @@ func (r *Runner) prepare(ctx context.Context) ([][]unit, error) {
 }
 
 func (r *Runner) table(name string) string { return pgschema.Quote(r.cfg.Schema) + "." + name }
+
+func (r *Runner) witnessName() string { return fmt.Sprintf("PostgreSQL schema %q", r.cfg.Schema) }
+
+// checkIdentity reads the namespace's identity from Redis and compares it
+// with the one the schema remembers.
+func (r *Runner) checkIdentity(ctx context.Context) error {
+	_, err := r.cfg.Store.CheckIdentity(ctx, r.identity, r.witnessName())
+	return err
+}
+
+// stopAll stops every partition worker of this runner and marks the
+// partitions stopped in their checkpoints (for status and catch-ups in
+// other processes).
+func (r *Runner) stopAll(ctx context.Context, units [][]unit, cause error) {
+	r.mu.Lock()
+	us := make([]unit, 0, len(r.owned))
+	for u := range r.owned {
+		us = append(us, u)
+	}
+	r.mu.Unlock()
+	for _, u := range us {
+		r.stopUnit(u, true)
+	}
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	for _, pu := range units {
+		for _, u := range pu {
+			r.markStopped(mctx, u, cause)
+		}
+	}
+}
+
+// Reasons a partition stopped (checkpoints.stopped).
+const (
+	stoppedLogRegressed  = "log_regressed"
+	stoppedNamespaceLost = "namespace_lost"
+)
+
+// markStopped records in the partition's checkpoint that it stopped because
+// Redis lost what the checkpoint remembers, with the error.
+func (r *Runner) markStopped(ctx context.Context, u unit, cause error) {
+	why := stoppedLogRegressed
+	if errors.Is(cause, eventstore.ErrNamespaceLost) {
+		why = stoppedNamespaceLost
+	}
+	err := inTx(ctx, r.cfg.DB, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "UPDATE "+r.table("checkpoints")+" SET stopped = $4, last_error = $5, updated_at = now()"+
+			" WHERE projection = $1 AND category = $2 AND partition = $3", r.projs[u.proj].ID(), u.category, u.partition, why, cause.Error())
+		return err
+	})
+	if err != nil {
+		r.cfg.Logger.Warn("projection: could not record a stopped partition", "projection", r.projs[u.proj].ID(), "category", u.category, "partition", u.partition, "err", err)
+	}
+}
 
 // balance renews held leases, then takes or gives back partitions so that
 // each live worker of a projection owns about the same number.

@@ -23,8 +23,13 @@ type PartitionStatus struct {
 	Quarantined int                 `json:"quarantined"`
 	Parked      int                 `json:"parked"`
 	Missing     int                 `json:"missing"`
-	LastError   string              `json:"last_error,omitempty"`
-	UpdatedAt   time.Time           `json:"updated_at"`
+	// Stopped says why the partition stopped applying events because Redis
+	// lost what its checkpoint remembers: "log_regressed" (the log no
+	// longer holds the checkpoint's entry) or "namespace_lost" (Redis holds
+	// no longer, or another, namespace); "" while it runs.
+	Stopped   string    `json:"stopped,omitempty"`
+	LastError string    `json:"last_error,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Projections lists the projections that have checkpoints.
@@ -50,12 +55,12 @@ func (a *Admin) Projections(ctx context.Context) ([]string, error) {
 func (a *Admin) Status(ctx context.Context, store *eventstore.Store, projection string) ([]PartitionStatus, error) {
 	var out []PartitionStatus
 	err := inTx(ctx, a.db, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, "SELECT c.category, c.partition, c.position, c.applied, c.last_error, c.updated_at,"+
+		rows, err := tx.Query(ctx, "SELECT c.category, c.partition, c.position, c.applied, c.last_error, c.stopped, c.updated_at,"+
 			" count(h.*) FILTER (WHERE h.reason = 'quarantined'), count(h.*) FILTER (WHERE h.reason = 'parked'),"+
 			" count(h.*) FILTER (WHERE h.reason = 'missing')"+
 			" FROM "+a.table("checkpoints")+" c LEFT JOIN "+a.table("held_events")+" h ON h.projection = c.projection"+
 			" AND h.category = c.category AND h.partition = c.partition AND h.resolved_at IS NULL"+
-			" WHERE c.projection = $1 GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2", projection)
+			" WHERE c.projection = $1 GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 1, 2", projection)
 		if err != nil {
 			return err
 		}
@@ -63,7 +68,7 @@ func (a *Admin) Status(ctx context.Context, store *eventstore.Store, projection 
 		for rows.Next() {
 			s := PartitionStatus{Projection: projection}
 			var pos string
-			if err := rows.Scan(&s.Category, &s.Partition, &pos, &s.Applied, &s.LastError, &s.UpdatedAt, &s.Quarantined, &s.Parked, &s.Missing); err != nil {
+			if err := rows.Scan(&s.Category, &s.Partition, &pos, &s.Applied, &s.LastError, &s.Stopped, &s.UpdatedAt, &s.Quarantined, &s.Parked, &s.Missing); err != nil {
 				return err
 			}
 			if s.Checkpoint, err = eventstore.ParsePosition(pos); err != nil {

@@ -37,6 +37,7 @@ type worker struct {
 	lastCheck time.Time
 	lastRead  atomic.Value         // string: the last ID this ownership's reader got
 	suspect   *eventstore.Position // delivered but not seen by us at the last check
+	stopped   bool                 // the checkpoint may say the partition stopped
 }
 
 func (w *worker) init() {
@@ -45,6 +46,7 @@ func (w *worker) init() {
 	w.consumer = strconv.Itoa(w.u.partition)
 	w.logKey = w.r.cfg.Store.LogKey(w.u.category, w.u.partition)
 	w.log = w.r.cfg.Logger.With("projection", w.name, "category", w.u.category, "partition", w.u.partition, "worker", w.r.cfg.WorkerID)
+	w.stopped = true // until the first ownership clears what an earlier one may have recorded
 }
 
 // run owns the partition until ctx ends or ownership is lost, starting
@@ -61,8 +63,17 @@ func (w *worker) run(ctx context.Context) {
 			w.log.Warn("projection: ownership lost", "err", err)
 			return
 		}
-		w.log.Error("projection: partition stopped; will retry", "err", err, "retry_in", backoff)
-		w.recordError(err)
+		if errors.Is(err, eventstore.ErrDataLoss) {
+			// Redis lost what the checkpoint remembers: the partition
+			// stays stopped (tried again in case Redis is restored) and
+			// says so in its checkpoint.
+			w.log.Error("projection: partition stopped: Redis lost events this read model has applied; restore Redis or rebuild the projection", "err", err, "retry_in", backoff)
+			w.r.markStopped(ctx, w.u, err)
+			w.stopped = true
+		} else {
+			w.log.Error("projection: partition stopped; will retry", "err", err, "retry_in", backoff)
+			w.recordError(err)
+		}
 		if !sleep(ctx, backoff) {
 			return
 		}
@@ -75,8 +86,16 @@ func (w *worker) own(ctx context.Context) error {
 	if err := w.takeOver(ctx); err != nil {
 		return err
 	}
+	// Before anything touches Redis (creating the group would create the
+	// stream): is it still the namespace the schema remembers?
+	if err := w.r.checkIdentity(ctx); err != nil {
+		return err
+	}
 	if err := w.checkLog(ctx); err != nil {
 		return err
+	}
+	if w.stopped {
+		w.clearStopped(ctx)
 	}
 	last, err := w.ensureGroup(ctx)
 	if err != nil {
@@ -645,6 +664,20 @@ func infraFailure(ctx context.Context, tx pgx.Tx, err error) bool {
 
 func (w *worker) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return inTx(ctx, w.r.cfg.DB, fn)
+}
+
+// clearStopped says in the checkpoint that the partition runs again: the
+// log holds what the checkpoint remembers (Redis was restored).
+func (w *worker) clearStopped(ctx context.Context) {
+	err := w.inTx(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "UPDATE "+w.r.table("checkpoints")+" SET stopped = '', last_error = '', updated_at = now()"+
+			" WHERE projection = $1 AND category = $2 AND partition = $3 AND stopped <> ''", w.name, w.u.category, w.u.partition)
+		return err
+	})
+	if err == nil {
+		w.stopped = false
+		w.log.Info("projection: partition runs again: the log holds the checkpoint's entry")
+	}
 }
 
 func (w *worker) recordError(err error) {
