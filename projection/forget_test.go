@@ -165,4 +165,3 @@ func TestStoppedPartitionRunsAgainAfterRestore(t *testing.T) {
 	e.waitCount(t, "restore", 6)
 	e.checkFold(t, "restore")
 }
-
