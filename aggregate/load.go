@@ -56,16 +56,19 @@ func (r *Repository[A]) replay(ctx context.Context, a A, stream eventstore.Strea
 	check := fromSnapshot
 	for ev, err := range events {
 		if errors.Is(err, eventstore.ErrPositionMismatch) {
-			attrs := []any{"stream", stream.String(), "snapshot_version", root.version,
-				"snapshot_position", root.position.String()}
-			msg := "aggregate: snapshot ignored: the stream holds another event at its version (was the stream rewritten after a data loss?); loading from events"
-			if v, err := r.store.Version(ctx, stream); err == nil {
-				attrs = append(attrs, "stream_version", v)
-				if v < root.version {
-					msg = "aggregate: snapshot ignored: it is newer than the stream (did Redis lose data?); loading from events"
-				}
+			v, verr := r.store.Version(ctx, stream)
+			if verr != nil {
+				return false, verr
 			}
-			r.log.WarnContext(ctx, msg, attrs...)
+			if v < root.version {
+				// The snapshot remembers events Redis no longer has: the
+				// aggregate's state would silently go back. An operator
+				// decides (restore Redis, or delete the snapshot to accept
+				// the loss); the snapshot is kept as evidence.
+				return false, &SnapshotAheadError{Stream: stream, SnapshotVersion: root.version, StreamVersion: v, Position: root.position}
+			}
+			r.log.WarnContext(ctx, "aggregate: snapshot ignored: the stream holds another event at its version (was the stream rewritten after a data loss?); loading from events",
+				"stream", stream.String(), "snapshot_version", root.version, "snapshot_position", root.position.String(), "stream_version", v)
 			r.dropSnapshot(ctx, stream)
 			return false, nil
 		}

@@ -82,6 +82,19 @@ func (r *Repository[A]) fromSnapshot(ctx context.Context, stream eventstore.Stre
 			"stream", stream.String(), "snapshot_schema", s.Schema, "schema", sc.Schema)
 		return zero, false, nil
 	}
+	if s.Identity != "" {
+		// A snapshot kept outside Redis (PostgreSQL) outlives a Redis that
+		// lost the namespace: one taken in another incarnation of it says
+		// Redis forgot.
+		id, err := r.store.Identity(ctx)
+		if err != nil {
+			return zero, false, err
+		}
+		if id != s.Identity {
+			return zero, false, fmt.Errorf("aggregate: load %s: %w", stream, &eventstore.NamespaceError{Namespace: r.store.Namespace(),
+				Remembered: s.Identity, Found: id, By: fmt.Sprintf("the snapshot of %s (version %d)", stream, s.Version)})
+		}
+	}
 	a := r.New(stream.ID)
 	if err := sc.Unmarshal(a, s.Payload); err != nil {
 		r.log.WarnContext(ctx, "aggregate: snapshot payload unreadable; loading from events",
@@ -111,7 +124,12 @@ func (r *Repository[A]) snapshotAfterSave(ctx context.Context, a A) {
 		r.log.WarnContext(ctx, "aggregate: snapshot not written: marshal failed", "stream", stream.String(), "version", root.version, "error", err)
 		return
 	}
-	err = sc.Store.Put(ctx, snapshot.Snapshot{Stream: stream, Version: root.version, Position: root.position, Schema: sc.Schema, Payload: payload})
+	id, err := r.store.Identity(ctx)
+	if err != nil {
+		r.log.WarnContext(ctx, "aggregate: snapshot not written: namespace identity unknown", "stream", stream.String(), "version", root.version, "error", err)
+		return
+	}
+	err = sc.Store.Put(ctx, snapshot.Snapshot{Stream: stream, Version: root.version, Position: root.position, Schema: sc.Schema, Payload: payload, Identity: id})
 	if err != nil {
 		r.log.WarnContext(ctx, "aggregate: snapshot not written", "stream", stream.String(), "version", root.version, "error", err)
 		return

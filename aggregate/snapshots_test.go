@@ -165,21 +165,30 @@ func TestSnapshotNotMatchingTheStreamIsIgnored(t *testing.T) {
 		require.NoError(t, err)
 
 		// Newer than the stream: Redis lost the events it was taken after.
-		require.NoError(t, snaps.Put(ctx, snapshot.Snapshot{Stream: repo.Stream("a1"), Version: 50,
-			Position: eventstore.Position{Ms: evs[2].Position.Ms + 10_000}, Schema: 1, Payload: bogus}))
-		b, err := repo.Load(ctx, "a1")
+		// Loading would silently take the aggregate back: an error, and
+		// the snapshot stays as evidence.
+		ahead := snapshot.Snapshot{Stream: repo.Stream("a1"), Version: 50,
+			Position: eventstore.Position{Ms: evs[2].Position.Ms + 10_000}, Schema: 1, Payload: bogus}
+		require.NoError(t, snaps.Put(ctx, ahead))
+		_, err = repo.Load(ctx, "a1")
+		require.ErrorIs(t, err, aggregate.ErrSnapshotAhead)
+		require.ErrorIs(t, err, eventstore.ErrDataLoss)
+		var sa *aggregate.SnapshotAheadError
+		require.ErrorAs(t, err, &sa)
+		require.Equal(t, uint64(50), sa.SnapshotVersion)
+		require.Equal(t, uint64(3), sa.StreamVersion)
+		_, err = repo.Update(ctx, "a1", func(a *account) error { return a.Deposit(1) })
+		require.ErrorIs(t, err, aggregate.ErrSnapshotAhead, "nor is anything appended over it")
+		kept, err := snaps.Get(ctx, repo.Stream("a1"))
 		require.NoError(t, err)
-		require.Equal(t, accountState{"ada", true, 30}, state(b))
-		require.Equal(t, uint64(3), b.Version())
-		require.Contains(t, logs.String(), "newer than the stream")
-		require.Contains(t, logs.String(), "stream_version=3")
-		_, err = snaps.Get(ctx, repo.Stream("a1"))
-		require.ErrorIs(t, err, snapshot.ErrNotFound, "deleted: it can never match again")
+		require.Equal(t, uint64(50), kept.Version)
+		require.Len(t, streamEvents(t, ctx, store, repo.Stream("a1")), 3)
+		require.NoError(t, snaps.Delete(ctx, repo.Stream("a1")), "accepting the loss")
 
 		// Same version, another event there: the stream was rewritten.
 		require.NoError(t, snaps.Put(ctx, snapshot.Snapshot{Stream: repo.Stream("a1"), Version: 2,
 			Position: evs[1].Position.Next(), Schema: 1, Payload: bogus}))
-		b, err = repo.Load(ctx, "a1")
+		b, err := repo.Load(ctx, "a1")
 		require.NoError(t, err)
 		require.Equal(t, accountState{"ada", true, 30}, state(b))
 		require.Contains(t, logs.String(), "the stream holds another event at its version")
@@ -269,4 +278,40 @@ func TestSnapshotPredicate(t *testing.T) {
 	s, err := snaps.Get(ctx, repo.Stream("a1"))
 	require.NoError(t, err)
 	require.Equal(t, uint64(4), s.Version)
+}
+
+// A snapshot kept in PostgreSQL outlives a Redis that lost the namespace:
+// loading the aggregate then fails instead of starting it afresh, in a
+// long-lived process (the snapshot is ahead of the now empty stream) and
+// in a new one (the snapshot belongs to another incarnation of the
+// namespace than the one Redis now holds).
+func TestPostgresSnapshotOutlivesALostNamespace(t *testing.T) {
+	t.Parallel()
+	ctx, store := ctxT(t), newStore(t)
+	pool, schema := testenv.Postgres(t)
+	snaps, err := snapshot.NewPostgres(ctx, pool, snapshot.PostgresConfig{Schema: schema, Namespace: store.Namespace()})
+	require.NoError(t, err)
+	repo := newRepo(t, store, snapshotting(snaps, 2))
+	_, err = repo.Update(ctx, "a1", func(a *account) error { return a.Open("ada") })
+	require.NoError(t, err)
+	_, err = repo.Update(ctx, "a1", func(a *account) error { return a.Deposit(5) })
+	require.NoError(t, err)
+	s, err := snaps.Get(ctx, repo.Stream("a1"))
+	require.NoError(t, err)
+	id, err := store.Identity(ctx)
+	require.NoError(t, err)
+	require.Equal(t, id, s.Identity, "the snapshot records the namespace identity")
+
+	testenv.DeleteNamespace(store.Client(), store.Namespace())
+
+	_, err = repo.Load(ctx, "a1")
+	require.ErrorIs(t, err, eventstore.ErrDataLoss)
+	require.ErrorIs(t, err, aggregate.ErrSnapshotAhead, "the long-lived store still knows the old identity")
+
+	fresh, err := eventstore.New(store.Client(), eventstore.Config{Namespace: store.Namespace()})
+	require.NoError(t, err)
+	repo2 := newRepo(t, fresh, snapshotting(snaps, 2))
+	_, err = repo2.Update(ctx, "a1", func(a *account) error { return a.Open("ada") })
+	require.ErrorIs(t, err, eventstore.ErrNamespaceLost)
+	require.Contains(t, err.Error(), "the snapshot of account/a1 (version 2) remembers identity "+id)
 }

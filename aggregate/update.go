@@ -26,9 +26,13 @@ import (
 //
 // Update returns the aggregate as saved. An error loading the aggregate,
 // an error from the context, or one that retrying cannot cure (bad names,
-// sizes, an unregistered event type, a failing codec) is returned at once; if it came from the append
-// itself, whether the events were appended is unknown: a command that must
-// not run twice should carry its own ID and check it in decide.
+// sizes, an unregistered event type, a failing codec, a refusal by Redis
+// (eventstore.ErrRefused), a Redis that stayed unavailable past the event
+// store's RetryUnavailable (eventstore.ErrUnavailable), a Redis that lost
+// data (eventstore.ErrDataLoss)) is returned at once. Only an error
+// matching eventstore.ErrUnknownOutcome leaves it open whether the events
+// were appended: a command that must not run twice should carry its own
+// ID and check it in decide.
 func (r *Repository[A]) Update(ctx context.Context, id string, decide func(A) error) (A, error) {
 	var zero A
 	var last error
@@ -76,20 +80,15 @@ func (r *Repository[A]) Update(ctx context.Context, id string, decide func(A) er
 	return zero, fmt.Errorf("aggregate: update %s: gave up after %d attempts: %w", r.Stream(id), attempt, last)
 }
 
-// retryable reports whether an append error may be transient. Validation
-// errors from the event store are final, and so is a done context.
+// retryable reports whether an append error is worth sending the same
+// events again: only an outcome the event store could not learn
+// (eventstore.ErrUnknownOutcome), since the same IDs make the retry
+// idempotent. A refusal (bad input, OOM, NOPERM, a Redis that lost the
+// namespace) is final, and the event store has already retried a Redis
+// that was unavailable for its Config.RetryUnavailable.
 func retryable(ctx context.Context, err error) bool {
-	switch {
-	case ctx.Err() != nil,
-		errors.Is(err, context.Canceled),
-		errors.Is(err, context.DeadlineExceeded),
-		errors.Is(err, eventstore.ErrInvalidName),
-		errors.Is(err, eventstore.ErrInvalidAppend),
-		errors.Is(err, eventstore.ErrEventTooLarge),
-		errors.Is(err, eventstore.ErrPartitionMismatch):
-		return false
-	}
-	return true
+	return ctx.Err() == nil && errors.Is(err, eventstore.ErrUnknownOutcome) &&
+		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 }
 
 // backoff waits before retry n (n >= 1): a random time in

@@ -68,9 +68,10 @@ func (p *Postgres) Get(ctx context.Context, stream eventstore.StreamID) (Snapsho
 	s := Snapshot{Stream: stream}
 	var version int64
 	var pos string
-	err := p.db.QueryRow(ctx, `SELECT version, position, schema_version, payload FROM `+p.table+`
+	var identity *string
+	err := p.db.QueryRow(ctx, `SELECT version, position, schema_version, payload, identity FROM `+p.table+`
 		WHERE namespace = $1 AND category = $2 AND aggregate_id = $3`,
-		p.ns, stream.Category, stream.ID).Scan(&version, &pos, &s.Schema, &s.Payload)
+		p.ns, stream.Category, stream.ID).Scan(&version, &pos, &s.Schema, &s.Payload, &identity)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Snapshot{}, fmt.Errorf("%w: %s", ErrNotFound, stream)
 	}
@@ -83,6 +84,9 @@ func (p *Postgres) Get(ctx context.Context, stream eventstore.StreamID) (Snapsho
 	}
 	if s.Payload == nil {
 		s.Payload = []byte{}
+	}
+	if identity != nil {
+		s.Identity = *identity
 	}
 	return s, nil
 }
@@ -97,13 +101,13 @@ func (p *Postgres) Put(ctx context.Context, s Snapshot) error {
 		payload = []byte{} // NOT NULL: an empty state is still a state
 	}
 	_, err := p.db.Exec(ctx, `INSERT INTO `+p.table+`
-		(namespace, category, aggregate_id, version, position, schema_version, payload)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)
+		(namespace, category, aggregate_id, version, position, schema_version, payload, identity)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 		ON CONFLICT (namespace, category, aggregate_id) DO UPDATE SET
 			version = EXCLUDED.version, position = EXCLUDED.position,
 			schema_version = EXCLUDED.schema_version, payload = EXCLUDED.payload,
-			taken_at = now()`,
-		p.ns, s.Stream.Category, s.Stream.ID, int64(s.Version), s.Position.String(), s.Schema, payload)
+			identity = EXCLUDED.identity, taken_at = now()`,
+		p.ns, s.Stream.Category, s.Stream.ID, int64(s.Version), s.Position.String(), s.Schema, payload, nullable(s.Identity))
 	if err != nil {
 		return fmt.Errorf("snapshot: put %s: %w", s.Stream, err)
 	}
@@ -121,4 +125,11 @@ func (p *Postgres) Delete(ctx context.Context, stream eventstore.StreamID) error
 		return fmt.Errorf("snapshot: delete %s: %w", stream, err)
 	}
 	return nil
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }

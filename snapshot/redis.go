@@ -20,6 +20,7 @@ import (
 //	pos     log position of the event at ver, "ms-seq"
 //	schema  payload schema version, decimal
 //	data    payload bytes, as given
+//	nsid    the namespace identity it was taken in ("" when unknown)
 //
 // Put writes every field in one HSET, so a reader never sees a mix of two
 // snapshots.
@@ -31,6 +32,7 @@ const (
 	fieldPosition = "pos"
 	fieldSchema   = "schema"
 	fieldData     = "data"
+	fieldIdentity = "nsid"
 )
 
 // Redis is a Store that keeps each snapshot next to its aggregate's events.
@@ -89,6 +91,7 @@ func decodeRedis(stream eventstore.StreamID, m map[string]string) (Snapshot, err
 		return bad("no data field")
 	}
 	s.Payload = []byte(data)
+	s.Identity = m[fieldIdentity]
 	return s, nil
 }
 
@@ -102,7 +105,8 @@ func (r *Redis) Put(ctx context.Context, s Snapshot) error {
 		FieldValue(fieldVersion, strconv.FormatUint(s.Version, 10)).
 		FieldValue(fieldPosition, s.Position.String()).
 		FieldValue(fieldSchema, strconv.Itoa(s.Schema)).
-		FieldValue(fieldData, rueidis.BinaryString(s.Payload)).Build()
+		FieldValue(fieldData, rueidis.BinaryString(s.Payload)).
+		FieldValue(fieldIdentity, s.Identity).Build()
 	if err := r.client.Do(ctx, cmd).Error(); err != nil {
 		return fmt.Errorf("snapshot: put %s: %w", s.Stream, err)
 	}

@@ -24,6 +24,11 @@ type Snapshot struct {
 	Schema int
 	// Payload is the encoded state.
 	Payload []byte
+	// Identity is the identity of the namespace the snapshot was taken in
+	// (eventstore.Store.Identity), "" if unknown. A snapshot outlives a
+	// Redis that lost its namespace when it is kept in PostgreSQL; a
+	// repository refuses one taken in another incarnation of the namespace.
+	Identity string
 }
 
 // Store keeps the latest snapshot of each aggregate. Implementations are

@@ -122,7 +122,7 @@ func TestRedisKeyIsInTheAggregateSlot(t *testing.T) {
 	c := store.Client()
 	m, err := c.Do(ctx, c.B().Hgetall().Key(s.Key(stream)).Build()).AsStrMap()
 	require.NoError(t, err)
-	require.Equal(t, map[string]string{"v": "1", "ver": "12", "pos": "5-1", "schema": "2", "data": `{"x":1}`}, m)
+	require.Equal(t, map[string]string{"v": "1", "ver": "12", "pos": "5-1", "schema": "2", "data": `{"x":1}`, "nsid": ""}, m)
 
 	// A hash this build cannot read is reported, not guessed at.
 	for field, value := range map[string]string{"v": "2", "ver": "x", "pos": "5", "schema": "0"} {
