@@ -156,8 +156,14 @@ func TestStoppedPartitionRunsAgainAfterRestore(t *testing.T) {
 		require.Len(t, st, 1)
 		return st[0]
 	}
-	require.Eventually(t, func() bool { return status().Stopped == "log_regressed" }, 30*time.Second, 20*time.Millisecond)
+	require.Equal(t, "log_regressed", status().Stopped, "Status checks the log itself")
 	require.Contains(t, status().LastError, "log regressed")
+	// The worker finds out too and records it.
+	require.Eventually(t, func() bool {
+		var stopped string
+		require.NoError(t, e.pool.QueryRow(e.ctx, "SELECT stopped FROM checkpoints WHERE projection = 'restore'").Scan(&stopped))
+		return stopped == "log_regressed"
+	}, 30*time.Second, 20*time.Millisecond)
 
 	require.NoError(t, c.Do(e.ctx, c.B().Restore().Key(log).Ttl(0).SerializedValue(backup).Replace().Build()).Error())
 	require.Eventually(t, func() bool { s := status(); return s.Stopped == "" && s.LastError == "" }, 30*time.Second, 20*time.Millisecond)

@@ -250,10 +250,16 @@ var (
 	// acknowledged events (a lost AOF tail, a failover to a lagging
 	// replica). The partition stops; nothing is skipped silently.
 	// It matches eventstore.ErrDataLoss.
-	ErrLogRegressed = fmt.Errorf("projection: log regressed behind the checkpoint (%w)", eventstore.ErrDataLoss)
+	ErrLogRegressed error = &dataLoss{"projection: log regressed behind the checkpoint"}
 	// ErrLostOwnership: another worker took the partition.
 	ErrLostOwnership = errors.New("projection: partition ownership lost")
 )
+
+// dataLoss is a sentinel that also matches eventstore.ErrDataLoss.
+type dataLoss struct{ msg string }
+
+func (e *dataLoss) Error() string        { return e.msg }
+func (e *dataLoss) Is(target error) bool { return target == eventstore.ErrDataLoss }
 
 // permanentError marks a handler error that retrying cannot fix.
 type permanentError struct{ err error }

@@ -133,29 +133,30 @@ func (r *Runner) prepare(ctx context.Context) ([][]unit, error) {
 	if err := pgschema.Migrate(ctx, r.cfg.DB, r.cfg.Schema); err != nil {
 		return nil, fmt.Errorf("projection: %w", err)
 	}
-	units := make([][]unit, len(r.projs))
-	tx, err := r.cfg.DB.Begin(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("projection: PostgreSQL: %w", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	ns := r.cfg.Store.Namespace()
 	// The schema remembers the namespace's identity: a Redis that lost the
 	// namespace (or holds another incarnation of it) is refused before a
-	// checkpoint is trusted.
-	table := r.table("projection_namespace")
-	remembered, err := recordedIdentity(ctx, tx, table, r.cfg.Schema, ns)
+	// checkpoint is trusted. Its own transaction, committed before the
+	// store is asked anything else: a store with a Witness in this schema
+	// reads and writes the same row.
+	ns := r.cfg.Store.Namespace()
+	err := inTx(ctx, r.cfg.DB, func(tx pgx.Tx) error {
+		table := r.table("projection_namespace")
+		remembered, err := recordedIdentity(ctx, tx, table, r.cfg.Schema, ns)
+		if err != nil {
+			return err
+		}
+		if r.identity, err = r.cfg.Store.CheckIdentity(ctx, remembered, r.witnessName()); err != nil {
+			return fmt.Errorf("projection: %w", err)
+		}
+		if remembered == "" {
+			return recordIdentity(ctx, tx, table, r.cfg.Schema, ns, r.identity)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	if r.identity, err = r.cfg.Store.CheckIdentity(ctx, remembered, r.witnessName()); err != nil {
-		return nil, fmt.Errorf("projection: %w", err)
-	}
-	if remembered == "" {
-		if err := recordIdentity(ctx, tx, table, r.cfg.Schema, ns, r.identity); err != nil {
-			return nil, err
-		}
-	}
+	units := make([][]unit, len(r.projs))
 	for i, p := range r.projs {
 		for _, cat := range p.Categories {
 			n, err := r.cfg.Store.Partitions(ctx, cat)
@@ -164,14 +165,21 @@ func (r *Runner) prepare(ctx context.Context) ([][]unit, error) {
 			}
 			for part := 0; part < n; part++ {
 				units[i] = append(units[i], unit{proj: i, category: cat, partition: part})
-				if _, err := tx.Exec(ctx, "INSERT INTO "+r.table("checkpoints")+
-					" (projection, category, partition) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", p.ID(), cat, part); err != nil {
-					return nil, fmt.Errorf("projection %q: create checkpoint: %w", p.Name, err)
-				}
 			}
 		}
 	}
-	if err := tx.Commit(ctx); err != nil {
+	err = inTx(ctx, r.cfg.DB, func(tx pgx.Tx) error {
+		for _, us := range units {
+			for _, u := range us {
+				if _, err := tx.Exec(ctx, "INSERT INTO "+r.table("checkpoints")+
+					" (projection, category, partition) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", r.projs[u.proj].ID(), u.category, u.partition); err != nil {
+					return fmt.Errorf("projection %q: create checkpoint: %w", r.projs[u.proj].Name, err)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, fmt.Errorf("projection: create checkpoints: %w", err)
 	}
 	return units, nil

@@ -2,9 +2,11 @@ package projection
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/redsource/redsource/eventstore"
@@ -52,15 +54,27 @@ func (a *Admin) Projections(ctx context.Context) ([]string, error) {
 // Status reports every partition of a projection: checkpoint and owner
 // from PostgreSQL and Redis, lag and pending from the consumer group, and
 // held-event counts.
+//
+// It also checks, itself, what every checkpoint remembers against Redis
+// now: the namespace's identity and the log entry at each checkpoint. A
+// partition whose log lost that entry, or a namespace Redis no longer
+// holds, is reported Stopped even when no runner has looked yet (or none
+// runs).
 func (a *Admin) Status(ctx context.Context, store *eventstore.Store, projection string) ([]PartitionStatus, error) {
 	var out []PartitionStatus
+	var cps []checkpointRef
+	var ns, identity *string
 	err := inTx(ctx, a.db, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, "SELECT c.category, c.partition, c.position, c.applied, c.last_error, c.stopped, c.updated_at,"+
+		err := tx.QueryRow(ctx, "SELECT namespace, identity FROM "+a.table("projection_namespace")).Scan(&ns, &identity)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		rows, err := tx.Query(ctx, "SELECT c.category, c.partition, c.position, c.event_id, c.applied, c.last_error, c.stopped, c.updated_at,"+
 			" count(h.*) FILTER (WHERE h.reason = 'quarantined'), count(h.*) FILTER (WHERE h.reason = 'parked'),"+
 			" count(h.*) FILTER (WHERE h.reason = 'missing')"+
 			" FROM "+a.table("checkpoints")+" c LEFT JOIN "+a.table("held_events")+" h ON h.projection = c.projection"+
 			" AND h.category = c.category AND h.partition = c.partition AND h.resolved_at IS NULL"+
-			" WHERE c.projection = $1 GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 1, 2", projection)
+			" WHERE c.projection = $1 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 ORDER BY 1, 2", projection)
 		if err != nil {
 			return err
 		}
@@ -68,18 +82,31 @@ func (a *Admin) Status(ctx context.Context, store *eventstore.Store, projection 
 		for rows.Next() {
 			s := PartitionStatus{Projection: projection}
 			var pos string
-			if err := rows.Scan(&s.Category, &s.Partition, &pos, &s.Applied, &s.LastError, &s.Stopped, &s.UpdatedAt, &s.Quarantined, &s.Parked, &s.Missing); err != nil {
+			var eid *uuid.UUID
+			if err := rows.Scan(&s.Category, &s.Partition, &pos, &eid, &s.Applied, &s.LastError, &s.Stopped, &s.UpdatedAt, &s.Quarantined, &s.Parked, &s.Missing); err != nil {
 				return err
 			}
 			if s.Checkpoint, err = eventstore.ParsePosition(pos); err != nil {
 				return err
 			}
 			out = append(out, s)
+			cps = append(cps, checkpointRef{s.Category, s.Partition, s.Checkpoint, eid})
 		}
 		return rows.Err()
 	})
 	if err != nil {
 		return nil, a.wrap(fmt.Sprintf("status of %q", projection), err)
+	}
+	// Against another namespace than the schema's (a --namespace given on
+	// purpose), there is nothing to compare the checkpoints with.
+	if len(out) > 0 && ns != nil && *ns == store.Namespace() {
+		id := ""
+		if identity != nil {
+			id = *identity
+		}
+		if err := a.checkAgainstRedis(ctx, store, id, out, cps); err != nil {
+			return nil, err
+		}
 	}
 	c := store.Client()
 	layout := layoutOf(store)
@@ -95,4 +122,33 @@ func (a *Admin) Status(ctx context.Context, store *eventstore.Store, projection 
 		}
 	}
 	return out, nil
+}
+
+// checkAgainstRedis marks partitions stopped whose checkpoints Redis no
+// longer honours: the whole namespace when its identity is not the one the
+// schema remembers, else each partition whose log lost the checkpoint's
+// entry.
+func (a *Admin) checkAgainstRedis(ctx context.Context, store *eventstore.Store, identity string, out []PartitionStatus, cps []checkpointRef) error {
+	if identity != "" {
+		_, err := store.CheckIdentity(ctx, identity, fmt.Sprintf("PostgreSQL schema %q", a.schema))
+		if errors.Is(err, eventstore.ErrNamespaceLost) {
+			for i := range out {
+				out[i].Stopped, out[i].LastError = stoppedNamespaceLost, err.Error()
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	regressed, err := regressions(ctx, store, cps)
+	if err != nil {
+		return err
+	}
+	for i, err := range regressed {
+		if err != nil && out[i].Stopped == "" {
+			out[i].Stopped, out[i].LastError = stoppedLogRegressed, err.Error()
+		}
+	}
+	return nil
 }

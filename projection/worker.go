@@ -37,7 +37,7 @@ type worker struct {
 	lastCheck time.Time
 	lastRead  atomic.Value         // string: the last ID this ownership's reader got
 	suspect   *eventstore.Position // delivered but not seen by us at the last check
-	stopped   bool                 // the checkpoint may say the partition stopped
+	stopped   bool                 // the checkpoint may hold a stop or error of an earlier ownership
 }
 
 func (w *worker) init() {
@@ -73,6 +73,7 @@ func (w *worker) run(ctx context.Context) {
 		} else {
 			w.log.Error("projection: partition stopped; will retry", "err", err, "retry_in", backoff)
 			w.recordError(err)
+			w.stopped = true
 		}
 		if !sleep(ctx, backoff) {
 			return
@@ -142,33 +143,11 @@ func (w *worker) takeOver(ctx context.Context) error {
 // event that reuses a lost ID could be skipped.
 func (w *worker) checkLog(ctx context.Context) error {
 	w.lastCheck = time.Now()
-	if w.cp.IsZero() {
-		return nil
-	}
-	c := w.r.cfg.Store.Client()
-	msgs, err := c.Do(ctx, c.B().Xrange().Key(w.logKey).Start(w.cp.String()).End(w.cp.String()).Build()).ToArray()
-	if err != nil {
-		return fmt.Errorf("projection: check log: %w", err)
-	}
-	if len(msgs) == 0 {
-		last := "none"
-		if tail, err := c.Do(ctx, c.B().Xrevrange().Key(w.logKey).End("+").Start("-").Count(1).Build()).ToArray(); err == nil && len(tail) == 1 {
-			if es, err := decodeEntries(w.u.category, w.u.partition, tail); err == nil {
-				last = es[0].id
-			}
-		}
-		return fmt.Errorf("%w: %s partition %d: the entry at checkpoint %s is gone (last entry in the log: %s)",
-			ErrLogRegressed, w.u.category, w.u.partition, w.cp, last)
-	}
-	es, err := decodeEntries(w.u.category, w.u.partition, msgs)
+	regressed, err := regressions(ctx, w.r.cfg.Store, []checkpointRef{{w.u.category, w.u.partition, w.cp, w.cpEvent}})
 	if err != nil {
 		return err
 	}
-	if w.cpEvent != nil && es[0].decodeErr == nil && es[0].ev.ID != *w.cpEvent {
-		return fmt.Errorf("%w: %s partition %d: the entry at checkpoint %s is event %s, but the checkpoint recorded event %s",
-			ErrLogRegressed, w.u.category, w.u.partition, w.cp, es[0].ev.ID, *w.cpEvent)
-	}
-	return nil
+	return regressed[0]
 }
 
 // ensureGroup creates the consumer group at the checkpoint (never at $),
@@ -666,17 +645,22 @@ func (w *worker) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return inTx(ctx, w.r.cfg.DB, fn)
 }
 
-// clearStopped says in the checkpoint that the partition runs again: the
-// log holds what the checkpoint remembers (Redis was restored).
+// clearStopped clears what an earlier ownership recorded in the
+// checkpoint when it ended in an error (a stop after a data loss, a last
+// error): the checks of this ownership passed, so it is no longer current.
 func (w *worker) clearStopped(ctx context.Context) {
+	var cleared int64
 	err := w.inTx(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, "UPDATE "+w.r.table("checkpoints")+" SET stopped = '', last_error = '', updated_at = now()"+
-			" WHERE projection = $1 AND category = $2 AND partition = $3 AND stopped <> ''", w.name, w.u.category, w.u.partition)
+		tag, err := tx.Exec(ctx, "UPDATE "+w.r.table("checkpoints")+" SET stopped = '', last_error = '', updated_at = now()"+
+			" WHERE projection = $1 AND category = $2 AND partition = $3 AND (stopped <> '' OR last_error <> '')", w.name, w.u.category, w.u.partition)
+		cleared = tag.RowsAffected()
 		return err
 	})
 	if err == nil {
 		w.stopped = false
-		w.log.Info("projection: partition runs again: the log holds the checkpoint's entry")
+		if cleared > 0 {
+			w.log.Info("projection: partition runs again")
+		}
 	}
 }
 

@@ -23,6 +23,7 @@ const (
 	exitFailure = 1 // the command could not do its work
 	exitUsage   = 2 // the command line is wrong; nothing was done
 	exitPending = 3 // a request was filed but its outcome was not seen within --wait
+	exitLost    = 4 // Redis lost data something remembers: a stopped partition, a lost namespace
 )
 
 // Defaults of the global flags when the environment names no server.
@@ -242,6 +243,9 @@ func runCommand(ctx context.Context, cmd *command, args []string, stdout, stderr
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
 		fmt.Fprintf(stderr, "redsource %s: interrupted\n", cmd.name)
 		return exitFailure
+	case errors.Is(err, eventstore.ErrDataLoss):
+		fmt.Fprintf(stderr, "redsource %s: %s\n", cmd.name, describe(err, c))
+		return exitLost
 	}
 	fmt.Fprintf(stderr, "redsource %s: %s\n", cmd.name, describe(err, c))
 	return exitFailure

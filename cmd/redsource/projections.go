@@ -56,6 +56,7 @@ type statusJSON struct {
 	Parked      int       `json:"parked"`
 	Missing     int       `json:"missing"`
 	Owner       string    `json:"owner"`
+	Stopped     string    `json:"stopped"` // "", "log_regressed", "namespace_lost"
 	LastError   string    `json:"last_error"`
 	UpdatedAt   time.Time `json:"updated_at"`
 }
@@ -91,12 +92,27 @@ func runProjections(ctx context.Context, c *cli, only string) error {
 			out = append(out, statusJSON{
 				Projection: s.Projection, Category: s.Category, Partition: s.Partition, Checkpoint: s.Checkpoint.String(),
 				Applied: s.Applied, Lag: s.Lag, Pending: s.Pending, Quarantined: s.Quarantined, Parked: s.Parked,
-				Missing: s.Missing, Owner: s.Owner, LastError: s.LastError, UpdatedAt: s.UpdatedAt.UTC(),
+				Missing: s.Missing, Owner: s.Owner, Stopped: s.Stopped, LastError: s.LastError, UpdatedAt: s.UpdatedAt.UTC(),
 			})
 		}
 	}
+	stopped := 0
+	for _, s := range out {
+		if s.Stopped != "" {
+			stopped++
+		}
+	}
+	// A stopped partition is a failure of the projection, whatever the
+	// output format: scripts and cron jobs see it in the exit code.
+	var result error
+	if stopped > 0 {
+		result = &exitError{code: exitLost, msg: fmt.Sprintf("%d partitions stopped because Redis lost events their checkpoints remember: restore Redis or rebuild the projection (docs/operations.md, \"When Redis forgets\")", stopped)}
+	}
 	if c.g.json {
-		return writeJSON(c.stdout, out)
+		if err := writeJSON(c.stdout, out); err != nil {
+			return err
+		}
+		return result
 	}
 	if len(out) == 0 {
 		fmt.Fprintf(c.stderr, "no projections in schema %q\n", c.g.schema)
@@ -123,10 +139,17 @@ func runProjections(ctx context.Context, c *cli, only string) error {
 		if missing {
 			row = append(row, strconv.Itoa(s.Missing))
 		}
-		row = append(row, orDash(s.Owner), orDash(truncate(oneLine(s.LastError), 80)))
+		lastErr := s.LastError
+		if s.Stopped != "" {
+			lastErr = "STOPPED (" + s.Stopped + "): " + lastErr
+		}
+		row = append(row, orDash(s.Owner), orDash(truncate(oneLine(lastErr), 80)))
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return result
 }
 
 // knownProjections lists the projections, or checks that one exists.

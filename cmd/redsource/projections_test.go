@@ -241,3 +241,41 @@ func TestMissingSchema(t *testing.T) {
 		require.Contains(t, errs, `no redsource tables in schema "`+w.schema+`"`, "%v", args)
 	}
 }
+
+// A partition stopped because Redis lost the events its checkpoint
+// remembers makes `projections` fail with exit 4, in the table (STOPPED)
+// and in JSON (stopped).
+func TestProjectionsStoppedPartitionExits4(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 2)
+	w.withPostgres()
+	w.append("acc", "a1", "Opened", `{}`)
+	w.append("acc", "a2", "Opened", `{}`)
+	stop := w.startRunner(new(atomic.Bool))
+	w.waitStatus(map[int][3]int{0: {-1, 0, 0}, 1: {-1, 0, 0}})
+	stop()
+
+	// Redis loses partition 0's log.
+	log := w.store.LogKey("acc", 0)
+	require.NoError(t, w.rc.Do(w.ctx, w.rc.B().Del().Key(log).Build()).Error())
+	stop = w.startRunner(new(atomic.Bool))
+	defer stop()
+	admin := projection.NewAdmin(w.pool, w.schema)
+	require.Eventually(t, func() bool {
+		st, err := admin.Status(w.ctx, w.store, "ledger")
+		return err == nil && len(st) == 2 && st[0].Stopped != ""
+	}, 30*time.Second, 20*time.Millisecond)
+
+	out, errOut, code := w.run("projections")
+	require.Equal(t, exitLost, code, errOut)
+	require.Contains(t, out, "STOPPED (log_regressed)")
+	require.Contains(t, errOut, "1 partitions stopped because Redis lost events")
+
+	out, _, code = w.run("projections", "--json")
+	require.Equal(t, exitLost, code)
+	var doc []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &doc))
+	require.Len(t, doc, 2)
+	require.Equal(t, "log_regressed", doc[0]["stopped"])
+	require.Equal(t, "", doc[1]["stopped"])
+}

@@ -138,7 +138,7 @@ func (d *demo) run(ctx context.Context) (int, error) {
 	if st, err = d.admin().Status(ctx, d.store, d.pr.p.ID()); err != nil {
 		return 0, err
 	}
-	d.printf("lag when the writers stopped: %d event(s); caught up %s later: %s\n", lagAtEnd, catchUp.Round(time.Millisecond), statusLine(st))
+	d.printf("lag when the writers stopped: %s event(s); caught up %s later: %s\n", lagAtEnd, catchUp.Round(time.Millisecond), statusLine(st))
 
 	if err := d.rebuildInPlace(ctx); err != nil {
 		return 0, err
@@ -193,7 +193,7 @@ func (d *demo) run(ctx context.Context) (int, error) {
 	d.printf("  refused by the rule:      %d\n", res.refusedTotal()+int(d.raceRefused))
 	d.printf("  conflicts retried:        %d\n", d.bank.stats.conflicts.Load())
 	d.printf("  snapshots:                %d written, %d loads started from one\n", d.bank.snaps.puts.Load(), d.bank.snaps.hits.Load())
-	d.printf("  projection lag:           %d event(s) when the writers stopped; caught up %s later\n", lagAtEnd, catchUp.Round(time.Millisecond))
+	d.printf("  projection lag:           %s event(s) when the writers stopped; caught up %s later\n", lagAtEnd, catchUp.Round(time.Millisecond))
 	d.printf("  rebuilds:                 in place %s; blue/green %s\n", d.inPlaceTook.Round(time.Millisecond), d.blueGreenTook.Round(time.Millisecond))
 	d.printf("  quarantined / parked:     %d / %d (then skipped / applied on request)\n", d.quarantined, d.parked)
 	d.printf("  took:                     %s\n", time.Since(start).Round(time.Millisecond))

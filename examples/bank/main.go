@@ -150,12 +150,6 @@ func (e *env) connect(ctx context.Context, redisURL, dbURL string) error {
 	if e.redis, err = rueidis.NewClient(opt); err != nil {
 		return fmt.Errorf("Redis at %s: %w", redisURL, err)
 	}
-	if e.store, err = eventstore.New(e.redis, eventstore.Config{Namespace: e.namespace, Logger: e.log}); err != nil {
-		return err
-	}
-	if e.bank, err = newBank(e.store, e.log); err != nil {
-		return err
-	}
 	pcfg, err := pgxpool.ParseConfig(dbURL)
 	if err != nil {
 		return fmt.Errorf("bad -database URL: %w", err)
@@ -168,6 +162,16 @@ func (e *env) connect(ctx context.Context, redisURL, dbURL string) error {
 	}
 	if err := e.pool.Ping(ctx); err != nil {
 		return fmt.Errorf("PostgreSQL does not answer: %w", err)
+	}
+	// The schema that holds the read model and the checkpoints also
+	// remembers the namespace: a Redis that lost it (restarted without
+	// persistence) is refused by every command, not taken for a new bank.
+	if e.store, err = eventstore.New(e.redis, eventstore.Config{Namespace: e.namespace, Logger: e.log,
+		Witness: projection.NewWitness(e.pool, e.schema)}); err != nil {
+		return err
+	}
+	if e.bank, err = newBank(e.store, e.log); err != nil {
+		return err
 	}
 	return nil
 }

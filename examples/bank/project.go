@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -204,6 +206,17 @@ func caughtUp(ctx context.Context, e *env, name string) (bool, []projection.Part
 	if len(st) < parts {
 		return false, st, nil
 	}
+	// A partition stopped because Redis lost events will not catch up by
+	// waiting.
+	var stopped []string
+	for _, s := range st {
+		if s.Stopped != "" {
+			stopped = append(stopped, fmt.Sprintf("partition %d (%s): %s", s.Partition, s.Stopped, s.LastError))
+		}
+	}
+	if len(stopped) > 0 {
+		return false, st, fmt.Errorf("%w: projection %q cannot catch up: %d of %d partitions stopped: %s", eventstore.ErrDataLoss, name, len(stopped), len(st), strings.Join(stopped, "; "))
+	}
 	for _, s := range st {
 		if s.Lag > 0 || s.Pending > 0 {
 			return false, st, nil
@@ -236,11 +249,11 @@ func waitCaughtUp(ctx context.Context, e *env, pr *projector, timeout time.Durat
 			return err
 		}
 		ok, st, err := caughtUp(ctx, e, pr.p.ID())
-		if err != nil {
-			return err
-		}
 		if progress != nil && st != nil {
 			progress(st)
+		}
+		if err != nil {
+			return err
 		}
 		if ok {
 			return nil
@@ -282,14 +295,17 @@ func watch(ctx context.Context, e *env, pr *projector, progress func([]projectio
 	}
 }
 
-// lag sums the partitions' lag (events not yet delivered; unknown counts
-// as 0) and pending entries.
-func lag(st []projection.PartitionStatus) int64 {
+// lag sums the partitions' lag (events not yet delivered) and pending
+// entries; "?" when a partition's lag is unknown (Redis cannot tell).
+func lag(st []projection.PartitionStatus) string {
 	var n int64
 	for _, s := range st {
-		n += max(s.Lag, 0) + s.Pending
+		if s.Lag < 0 {
+			return "?"
+		}
+		n += s.Lag + s.Pending
 	}
-	return n
+	return strconv.FormatInt(n, 10)
 }
 
 func statusLine(st []projection.PartitionStatus) string {
@@ -303,10 +319,13 @@ func statusLine(st []projection.PartitionStatus) string {
 		if s.Owner != "" {
 			owned++
 		}
-		if s.LastError != "" {
+		switch {
+		case s.Stopped != "":
+			lastErr = fmt.Sprintf("; partition %d STOPPED (%s): %s", s.Partition, s.Stopped, s.LastError)
+		case s.LastError != "" && !strings.Contains(lastErr, "STOPPED"):
 			lastErr = fmt.Sprintf("; partition %d: %s", s.Partition, s.LastError)
 		}
 	}
-	return fmt.Sprintf("applied %d, lag %d, quarantined %d, parked %d, partitions owned %d/%d%s",
+	return fmt.Sprintf("applied %d, lag %s, quarantined %d, parked %d, partitions owned %d/%d%s",
 		applied, lag(st), quarantined, parked, owned, len(st), lastErr)
 }
