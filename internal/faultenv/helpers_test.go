@@ -1,0 +1,5 @@
+package faultenv_test
+
+import "github.com/redsource/redsource/internal/faultenv"
+
+var helpers = faultenv.Helpers{}
