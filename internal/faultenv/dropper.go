@@ -17,7 +17,8 @@ import (
 
 // ErrReplyDropped is the cause of the error a Dropper makes a client see
 // when it drops a reply: errors.Is(err, ErrReplyDropped). The error itself
-// is a *net.OpError (Op "read"), as a connection reset would be.
+// is a *net.OpError (Op "read", or "write" when the client's writer
+// notices first), as a connection reset would be.
 var ErrReplyDropped = errors.New("faultenv: reply dropped")
 
 // Dropper loses replies on the client side: the request reaches the
@@ -274,8 +275,12 @@ type dropConn struct {
 
 func (c *dropConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	poisoned := c.poisoned
+	poisoned, dropped := c.poisoned, c.dropped
 	c.mu.Unlock()
+	if dropped {
+		// The client's writer may notice before its reader: same error.
+		return 0, c.dropErr("write")
+	}
 	drop := !poisoned && c.d.choose(p)
 	if drop {
 		c.mu.Lock()
@@ -283,6 +288,9 @@ func (c *dropConn) Write(p []byte) (int, error) {
 		c.mu.Unlock()
 	}
 	n, err := c.Conn.Write(p)
+	if err != nil && c.isDropped() {
+		err = c.dropErr("write")
+	}
 	if drop {
 		c.mu.Lock()
 		c.armed = true
@@ -302,20 +310,26 @@ func (c *dropConn) Read(p []byte) (int, error) {
 		c.mu.Unlock()
 		switch {
 		case dropped:
-			return 0, c.dropErr()
+			return 0, c.dropErr("read")
 		case !poisoned:
 			return n, err
 		case err != nil || armed:
 			c.cut()
-			return 0, c.dropErr()
+			return 0, c.dropErr("read")
 		}
 		// Replies that arrived while the dropped write was under way:
 		// withheld too, since they may include its own.
 	}
 }
 
-func (c *dropConn) dropErr() error {
-	return &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: ErrReplyDropped}
+func (c *dropConn) dropErr(op string) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: ErrReplyDropped}
+}
+
+func (c *dropConn) isDropped() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dropped
 }
 
 // cut closes the connection so that a pending Read fails.
