@@ -60,6 +60,20 @@ func TestClusterUp(t *testing.T) {
 	r, err := c.ReplicaOf(ctx, masters[0])
 	require.NoError(t, err)
 	require.Nil(t, r)
+
+	// A Dropper sees every connection of a cluster client.
+	d := faultenv.NewDropper(3)
+	dc := dropClient(t, c.URL(), d)
+	for _, key := range []string{"k1", "k2", "k3"} {
+		d.DropNext(1)
+		err := dc.Do(ctx, dc.B().Incr().Key(key+"n").Build()).Error()
+		require.ErrorIs(t, err, faultenv.ErrReplyDropped)
+		m, err := c.MasterOf(ctx, key+"n")
+		require.NoError(t, err)
+		require.Equal(t, int64(1), counter(t, ctx, m, key+"n"), "it ran on %s", m.Addr())
+	}
+	require.Equal(t, 3, d.Stats().Dropped)
+	require.GreaterOrEqual(t, d.Stats().Dials, 3, "a connection per master at least")
 }
 
 // A master with a replica is killed under appends: the replica is

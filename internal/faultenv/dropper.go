@@ -36,9 +36,14 @@ var ErrReplyDropped = errors.New("faultenv: reply dropped")
 // answers anything after the write has completed (or after 200ms, if the
 // answer came too soon to tell apart), the connection is closed and the
 // client's read fails with ErrReplyDropped. Every command in flight on
-// that connection fails with it, the chosen ones and any sent before them
-// whose replies had not been read: like a real reset, the outcome of each
-// is unknown to the client, though each was written to the server.
+// that connection fails with it, as after a real reset: the chosen write's
+// commands, which reached the server; any sent before them whose replies
+// had not been read, which reached it too; and, under concurrent use, any
+// that rueidis had queued for that connection but not written yet, which
+// never left the client (rueidis fails its whole queue with the error
+// that broke the connection). So the error means "outcome unknown", not
+// "it ran"; a lone command on a connection (rueidis's synchronous path)
+// always ran.
 //
 // rueidis retries read-only commands (GET, XRANGE...) on a network error,
 // so a drop there is mostly invisible unless the client has DisableRetry;
