@@ -2,7 +2,6 @@ package faultenv_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
 
 	"github.com/redsource/redsource/internal/faultenv"
@@ -238,9 +236,9 @@ func TestPauseResume(t *testing.T) {
 	require.NoError(t, c.Do(ctx, c.B().Set().Key("k").Value("2").Build()).Error())
 	v, err := c.Do(ctx, c.B().Get().Key("k").Build()).ToString()
 	require.NoError(t, err)
+	// The timed-out SET may still have run, from the socket buffer, as the
+	// server resumed.
 	require.Contains(t, []string{"1", "2"}, v)
-	var re *rueidis.RedisError
-	require.False(t, errors.As(err, &re))
 }
 
 // A replica started with ReplicaOf is linked when Start returns.
