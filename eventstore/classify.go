@@ -40,9 +40,11 @@ var unavailableCodes = map[string]bool{
 }
 
 // Classify returns ErrRefused, ErrUnavailable or ErrUnknownOutcome for an
-// error that came from a Redis command (already classified or raw from
-// rueidis), and nil for nil. A done context counts as an unknown outcome:
-// the command may have been sent.
+// error of the store or from a Redis command (already classified or raw
+// from rueidis), and nil for nil. The store's own refusals (a conflict,
+// bad input, a partition count mismatch, a data loss) are ErrRefused:
+// nothing was written. A done context counts as an unknown outcome: the
+// command may have been sent.
 func Classify(err error) error {
 	switch {
 	case err == nil:
@@ -53,6 +55,11 @@ func Classify(err error) error {
 		return ErrUnavailable
 	case errors.Is(err, ErrUnknownOutcome):
 		return ErrUnknownOutcome
+	}
+	for _, refused := range storeRefusals {
+		if errors.Is(err, refused) {
+			return ErrRefused
+		}
 	}
 	if re, ok := rueidis.IsRedisErr(err); ok {
 		if unavailableCodes[redisCode(re)] {
@@ -100,14 +107,21 @@ func classify(err error) error {
 	if err == nil {
 		return nil
 	}
-	for _, known := range []error{ErrRefused, ErrUnavailable, ErrUnknownOutcome, ErrConflict, ErrInvalidName,
-		ErrInvalidAppend, ErrEventTooLarge, ErrPartitionMismatch, ErrDataLoss} {
-		if errors.Is(err, known) {
+	if errors.Is(err, ErrRefused) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrUnknownOutcome) {
+		return err
+	}
+	for _, refused := range storeRefusals {
+		if errors.Is(err, refused) {
 			return err
 		}
 	}
 	return &classified{class: Classify(err), err: err}
 }
+
+// storeRefusals are the store's own errors that mean "nothing written,
+// and sending it again will not help".
+var storeRefusals = []error{ErrConflict, ErrInvalidName, ErrInvalidAppend, ErrEventTooLarge,
+	ErrPartitionMismatch, ErrDataLoss, ErrCorruptEntry, ErrMissingEntry, ErrPositionMismatch}
 
 // retrier waits between attempts of a command that Redis could not take,
 // within a time budget.

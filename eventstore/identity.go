@@ -108,6 +108,15 @@ func (s *Store) checkIdentity(ctx context.Context, remembered, by string, create
 		return "", fmt.Errorf("eventstore: look for the namespace's data: %w", classify(err))
 	}
 	if n > 0 {
+		// Categories are only recorded after the identity exists: another
+		// process may have created both since the GET above.
+		again, err := c.Do(ctx, c.B().Get().Key(s.keys.Identity()).Build()).ToString()
+		if err == nil {
+			return again, nil
+		}
+		if !rueidis.IsRedisNil(err) {
+			return "", fmt.Errorf("eventstore: read the namespace identity: %w", classify(err))
+		}
 		return "", &NamespaceError{Namespace: s.cfg.Namespace, Detail: fmt.Sprintf(
 			"its identity key %s is gone while its categories (%s) remain", s.keys.Identity(), s.keys.Categories())}
 	}

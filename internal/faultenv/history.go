@@ -5,14 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/redis/rueidis"
 
 	"github.com/redsource/redsource/eventstore"
 )
@@ -44,24 +42,19 @@ func (o Outcome) String() string {
 	return fmt.Sprintf("Outcome(%d)", int(o))
 }
 
-// Classify returns the outcome an append's error means: nil is Acked;
-// eventstore's refusals, Redis error replies (CLUSTERDOWN, OOM, LOADING...)
-// and failed dials (nothing was sent) are Failed; anything else (a
-// timeout, a reset or dropped connection: ErrReplyDropped) is Unknown.
+// Classify returns the outcome an append's error means: nil is Acked; an
+// error eventstore classifies as an unknown outcome (a timeout, a reset or
+// dropped connection: ErrReplyDropped) is Unknown; anything else (a
+// refusal, bad input, a conflict, Redis unavailable, a data loss) is
+// Failed: nothing was written.
 func Classify(err error) Outcome {
-	var re *rueidis.RedisError
-	var oe *net.OpError
 	switch {
 	case err == nil:
 		return Acked
-	case errors.Is(err, eventstore.ErrConflict), errors.Is(err, eventstore.ErrInvalidName),
-		errors.Is(err, eventstore.ErrInvalidAppend), errors.Is(err, eventstore.ErrEventTooLarge),
-		errors.Is(err, eventstore.ErrPartitionMismatch), errors.As(err, &re):
-		return Failed
-	case errors.As(err, &oe) && oe.Op == "dial":
-		return Failed
+	case errors.Is(eventstore.Classify(err), eventstore.ErrUnknownOutcome):
+		return Unknown
 	}
-	return Unknown
+	return Failed
 }
 
 // Attempt is one append as its writer saw it.
