@@ -156,13 +156,18 @@ func (w *worker) checkLog(ctx context.Context) error {
 // group's last delivered ID.
 func (w *worker) ensureGroup(ctx context.Context) (eventstore.Position, error) {
 	c := w.r.cfg.Store.Client()
-	err := c.Do(ctx, c.B().XgroupCreate().Key(w.logKey).Group(w.group).Id(w.cp.String()).Mkstream().Build()).Error()
-	if err != nil && !rueidis.IsRedisBusyGroup(err) {
-		return eventstore.Position{}, fmt.Errorf("projection: create group: %w", err)
-	}
+	// XGROUP CREATE is refused when Redis is full (DENYOOM), even for a
+	// group that exists: send it only when the group is not there, so a
+	// takeover works on a full Redis.
 	last, err := w.lastDelivered(ctx)
 	if err != nil {
-		return last, err
+		err := c.Do(ctx, c.B().XgroupCreate().Key(w.logKey).Group(w.group).Id(w.cp.String()).Mkstream().Build()).Error()
+		if err != nil && !rueidis.IsRedisBusyGroup(err) {
+			return eventstore.Position{}, fmt.Errorf("projection: create group: %w", err)
+		}
+		if last, err = w.lastDelivered(ctx); err != nil {
+			return last, err
+		}
 	}
 	if last.Compare(w.cp) < 0 {
 		if err := c.Do(ctx, c.B().XgroupSetid().Key(w.logKey).Group(w.group).Id(w.cp.String()).Build()).Error(); err != nil {
