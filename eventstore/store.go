@@ -137,8 +137,9 @@ func (s *Store) Partitions(ctx context.Context, category string) (int, error) {
 // partitionCount returns the category's partition count from the cache or
 // Redis. With record, a category never used gets this store's count (SET NX
 // GET records and reads in one command, Redis 7.0+; SADD keeps the category
-// list for operators; both are idempotent); without, it counts 0. A count
-// other than this store's is ErrPartitionMismatch.
+// list for operators; both are idempotent, and sent only when the count or
+// the listing is missing); without, it counts 0. A count other than this
+// store's is ErrPartitionMismatch.
 func (s *Store) partitionCount(ctx context.Context, category string, record bool) (int, error) {
 	if err := keys.ValidateCategory(category); err != nil {
 		return 0, invalidName(err)
@@ -153,15 +154,24 @@ func (s *Store) partitionCount(ctx context.Context, category string, record bool
 	var got string
 	var err error
 	if record {
+		// Read first: SET and SADD are refused when Redis is full
+		// (DENYOOM), and a category already recorded and listed needs
+		// neither, so a process starting on a full Redis can still read.
 		res := s.client.DoMulti(ctx,
-			s.client.B().Set().Key(s.keys.Meta(category)).Value(want).Nx().Get().Build(),
-			s.client.B().Sadd().Key(s.keys.Categories()).Member(category).Build())
-		if err := res[1].Error(); err != nil {
-			return 0, fmt.Errorf("eventstore: record category %q: %w", category, err)
-		}
+			s.client.B().Get().Key(s.keys.Meta(category)).Build(),
+			s.client.B().Sismember().Key(s.keys.Categories()).Member(category).Build())
 		got, err = res[0].ToString()
-		if rueidis.IsRedisNil(err) { // first use: recorded now
-			got, err = want, nil
+		if listed, lerr := res[1].AsBool(); err != nil || lerr != nil || !listed {
+			res = s.client.DoMulti(ctx,
+				s.client.B().Set().Key(s.keys.Meta(category)).Value(want).Nx().Get().Build(),
+				s.client.B().Sadd().Key(s.keys.Categories()).Member(category).Build())
+			if err := res[1].Error(); err != nil {
+				return 0, fmt.Errorf("eventstore: record category %q: %w", category, err)
+			}
+			got, err = res[0].ToString()
+			if rueidis.IsRedisNil(err) { // first use: recorded now
+				got, err = want, nil
+			}
 		}
 	} else {
 		got, err = s.client.Do(ctx, s.client.B().Get().Key(s.keys.Meta(category)).Build()).ToString()
