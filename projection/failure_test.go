@@ -1,10 +1,16 @@
 package projection_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/redsource/redsource/eventstore"
@@ -311,4 +318,179 @@ func TestStatementTimeoutOnRunnerStatementIsTransient(t *testing.T) {
 	e.settled(t, "ownslow", 0)
 	require.Equal(t, 3, l.count(slog.LevelWarn, "57014"))
 	require.Zero(t, l.count(slog.LevelError, ""))
+}
+
+// pgProxy forwards connections to PostgreSQL and, on request, cuts one
+// right after the server answered its COMMIT, before the client hears
+// it: the transaction committed, the client sees a dead connection.
+type pgProxy struct {
+	l      net.Listener
+	target string
+	mu     sync.Mutex
+	cut    map[uint32]bool // backend PIDs whose next COMMIT reply is dropped
+	conns  map[net.Conn]bool
+	cuts   atomic.Int64
+	wg     sync.WaitGroup
+}
+
+func startPgProxy(t *testing.T, target string) *pgProxy {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &pgProxy{l: l, target: target, cut: map[uint32]bool{}, conns: map[net.Conn]bool{}}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			p.wg.Add(1)
+			go func() { defer p.wg.Done(); p.serve(c) }()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = l.Close()
+		p.mu.Lock()
+		for c := range p.conns {
+			_ = c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+// cutNextCommit drops the reply to the next COMMIT of backend pid.
+func (p *pgProxy) cutNextCommit(pid uint32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut[pid] = true
+}
+
+func (p *pgProxy) track(cs ...net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range cs {
+		p.conns[c] = true
+	}
+	return true
+}
+
+func (p *pgProxy) serve(client net.Conn) {
+	server, err := net.Dial("tcp", p.target)
+	if err != nil {
+		_ = client.Close()
+		return
+	}
+	p.track(client, server)
+	defer func() {
+		_ = client.Close()
+		_ = server.Close()
+		p.mu.Lock()
+		delete(p.conns, client)
+		delete(p.conns, server)
+		p.mu.Unlock()
+	}()
+	var pid atomic.Uint32
+	var armed atomic.Bool
+	commit := []byte("Q\x00\x00\x00\x0bcommit\x00") // pgx's Tx.Commit: a simple query
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := client.Read(buf)
+			if n > 0 && bytes.Contains(buf[:n], commit) {
+				p.mu.Lock()
+				if p.cut[pid.Load()] {
+					delete(p.cut, pid.Load())
+					armed.Store(true)
+				}
+				p.mu.Unlock()
+			}
+			if n > 0 {
+				if _, werr := server.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				_ = server.Close()
+				return
+			}
+		}
+	}()
+	// Server to client, message by message: type, int32 length, body.
+	r := bufio.NewReader(server)
+	for {
+		head := make([]byte, 5)
+		if _, err := io.ReadFull(r, head); err != nil {
+			break
+		}
+		body := make([]byte, binary.BigEndian.Uint32(head[1:])-4)
+		if _, err := io.ReadFull(r, body); err != nil {
+			break
+		}
+		if head[0] == 'K' && len(body) >= 4 { // BackendKeyData: the backend's PID
+			pid.Store(binary.BigEndian.Uint32(body))
+		}
+		if head[0] == 'C' && armed.Load() { // COMMIT's CommandComplete: drop it
+			p.cuts.Add(1)
+			break
+		}
+		if _, err := client.Write(append(head, body...)); err != nil {
+			break
+		}
+	}
+	_ = client.Close()
+	_ = server.Close()
+	<-done
+}
+
+// A COMMIT that landed but whose reply was lost (the connection died in
+// between): the batch's retry in place finds the checkpoint ahead and
+// only acknowledges; nothing is applied twice.
+func TestLostCommitReplyAppliesOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	cfg, err := pgxpool.ParseConfig(testenv.DatabaseURL())
+	require.NoError(t, err)
+	proxy := startPgProxy(t, net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))))
+	cfg.ConnConfig.Host = "127.0.0.1"
+	cfg.ConnConfig.Port = uint16(proxy.l.Addr().(*net.TCPAddr).Port)
+	cfg.ConnConfig.RuntimeParams["search_path"] = e.schema
+	viaProxy, err := pgxpool.NewWithConfig(e.ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(viaProxy.Close)
+
+	var seen, armed atomic.Int64
+	p := e.ledger(t, "lostcommit", "lostcommit", nil)
+	inner := p.Handler
+	p.Handler = projection.HandlerFunc(func(ctx context.Context, tx pgx.Tx, ev eventstore.Event) error {
+		if seen.Add(1)%17 == 0 && armed.Load() < 3 {
+			var pid uint32
+			if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+				return err
+			}
+			armed.Add(1)
+			proxy.cutNextCommit(pid)
+		}
+		return inner.Apply(ctx, tx, ev)
+	})
+	r, err := projection.NewRunner(e.config(func(c *projection.Config) {
+		c.DB = viaProxy
+		c.BatchSize = 10
+		c.LeaseTTL = 3 * time.Second
+	}), p)
+	require.NoError(t, err)
+	e.appendEvents(t, 10, 10, "l")
+	e.start(t, r)
+
+	e.waitCount(t, "lostcommit", 100)
+	e.checkFold(t, "lostcommit")
+	e.settled(t, "lostcommit", 0)
+	require.Equal(t, int64(3), proxy.cuts.Load(), "three COMMIT replies were lost")
+	st, err := projection.NewAdmin(e.pool, e.schema).Status(e.ctx, e.store, "lostcommit")
+	require.NoError(t, err)
+	require.Equal(t, int64(100), st[0].Applied, "each event applied once")
 }
