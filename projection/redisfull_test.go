@@ -37,6 +37,7 @@ func privateRedis(t *testing.T, args ...string) string {
 		require.NoError(t, l.Close())
 		cmd := exec.Command(bin, append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
 			"--save", "", "--appendonly", "no", "--logfile", filepath.Join(dir, fmt.Sprintf("redis-%d.log", try))}, args...)...)
+		dieWithParent(cmd)
 		require.NoError(t, cmd.Start())
 		exited := make(chan struct{})
 		go func() { _ = cmd.Wait(); close(exited) }()
