@@ -8,6 +8,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/redsource/redsource/eventstore"
@@ -36,32 +37,34 @@ type heldRow struct {
 // everything in Redis and mirrors new quarantine entries.
 //
 // A handler failure comes back as *handlerError, with the index in es of
-// the failing event when the handler is per-event (else -1); nothing is
+// the failing event when the handler is per-event (else -1); PostgreSQL
+// failing under the batch as *dbFailure (see classify). Nothing is
 // committed then.
 func (w *worker) apply(ctx context.Context, es []entry) (int, error) {
 	start := time.Now()
 	tx, err := w.r.cfg.DB.Begin(ctx)
 	if err != nil {
-		return -1, fmt.Errorf("projection: begin: %w", err)
+		return -1, beginFailure(ctx, fmt.Errorf("projection: begin: %w", err))
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 
 	var (
 		fence   int64
 		pos     string
+		cpEvent *uuid.UUID
 		blocked []string
 	)
 	// set_config bounds how long this transaction may sit idle while it
 	// holds the checkpoint lock: a worker paused mid-batch (SIGSTOP, a VM
 	// freeze) must not block the next owner's takeover forever.
-	err = tx.QueryRow(ctx, "SELECT set_config('idle_in_transaction_session_timeout', $4, true), c.fence, c.position,"+
+	err = tx.QueryRow(ctx, "SELECT set_config('idle_in_transaction_session_timeout', $4, true), c.fence, c.position, c.event_id,"+
 		" coalesce((SELECT array_agg(DISTINCT h.aggregate_id) FROM "+w.r.table("held_events")+
 		" h WHERE h.projection = c.projection AND h.category = c.category AND h.partition = c.partition"+
 		" AND h.resolved_at IS NULL AND h.reason IN ('quarantined', 'parked')), '{}') FROM "+w.r.table("checkpoints")+
 		" c WHERE c.projection = $1 AND c.category = $2 AND c.partition = $3 FOR UPDATE OF c",
-		w.name, w.u.category, w.u.partition, w.r.idleTimeout()).Scan(nil, &fence, &pos, &blocked)
+		w.name, w.u.category, w.u.partition, w.r.idleTimeout()).Scan(nil, &fence, &pos, &cpEvent, &blocked)
 	if err != nil {
-		return -1, fmt.Errorf("projection: lock checkpoint: %w", err)
+		return -1, stmtFailure(ctx, tx, fmt.Errorf("projection: lock checkpoint: %w", err))
 	}
 	if fence != w.fence {
 		return -1, fmt.Errorf("%w: %s partition %d is fenced by a newer owner (fence %d, ours %d)", ErrLostOwnership, w.u.category, w.u.partition, fence, w.fence)
@@ -69,6 +72,13 @@ func (w *worker) apply(ctx context.Context, es []entry) (int, error) {
 	cp, err := eventstore.ParsePosition(pos)
 	if err != nil {
 		return -1, fmt.Errorf("projection: checkpoint: %w", err)
+	}
+	// Ahead of ours: an earlier try of this batch committed, but the
+	// connection died before COMMIT's reply. Take its checkpoint; what it
+	// quarantined still has to be mirrored.
+	lostCommit := cp.Compare(w.cp) > 0
+	if lostCommit {
+		w.cp, w.cpEvent = cp, cpEvent
 	}
 	isBlocked := make(map[string]bool, len(blocked))
 	if w.p.Mode == Sequenced {
@@ -108,13 +118,17 @@ func (w *worker) apply(ctx context.Context, es []entry) (int, error) {
 	}
 	if last == nil {
 		tx.Rollback(ctx)
-		return -1, w.ack(ctx, es, nil)
+		if err := w.ack(ctx, es, nil); err != nil || !lostCommit {
+			return -1, err
+		}
+		return -1, w.reconcileMirror(ctx)
 	}
 
 	if len(events) > 0 {
 		if at, err := w.callHandler(ctx, tx, events); err != nil {
-			if infraFailure(ctx, tx, err) {
-				return -1, fmt.Errorf("projection: applying a batch: %w", err)
+			c := classify(ctx, tx, err, true)
+			if c != failHandler {
+				return -1, asFailure(c, fmt.Errorf("projection: applying a batch: %w", err))
 			}
 			if at >= 0 {
 				at = index[at]
@@ -123,7 +137,7 @@ func (w *worker) apply(ctx context.Context, es []entry) (int, error) {
 		}
 	}
 	if err := w.insertHeld(ctx, tx, rows); err != nil {
-		return -1, err
+		return -1, stmtFailure(ctx, tx, err)
 	}
 	var eid any
 	if last.decodeErr == nil && !last.missing {
@@ -134,13 +148,15 @@ func (w *worker) apply(ctx context.Context, es []entry) (int, error) {
 		" WHERE projection = $1 AND category = $2 AND partition = $3 AND fence = $8",
 		w.name, w.u.category, w.u.partition, last.id, eid, len(events), w.r.cfg.WorkerID, w.fence)
 	if err != nil {
-		return -1, fmt.Errorf("projection: advance checkpoint: %w", err)
+		return -1, stmtFailure(ctx, tx, fmt.Errorf("projection: advance checkpoint: %w", err))
 	}
 	if tag.RowsAffected() != 1 {
 		return -1, fmt.Errorf("%w: checkpoint compare-and-set failed", ErrLostOwnership)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return -1, fmt.Errorf("projection: commit: %w", err)
+		// The outcome may be unknown (the connection died in COMMIT): the
+		// retry in place finds out from the checkpoint.
+		return -1, stmtFailure(ctx, tx, fmt.Errorf("projection: commit: %w", err))
 	}
 	w.cp = last.pos
 	if eid != nil {

@@ -1,9 +1,13 @@
-#!lua
+#!lua flags=allow-oom
 -- dlq.lua: mirror a quarantined event into the projection's dead-letter
 -- stream and acknowledge it, or remove the mirror once it is resolved.
 -- PostgreSQL's held_events table is the truth; this keeps Redis in step,
 -- idempotently, so a crash between the PostgreSQL commit and this script
 -- neither loses nor doubles an entry when it runs again.
+--
+-- allow-oom: a full Redis still runs this script, so a quarantine while
+-- appends are refused does not stall the partition on its mirror. It adds
+-- one small entry per quarantined event.
 --
 -- KEYS[1]  partition log      <ns>:{<cat>:<p>}:log
 -- KEYS[2]  dead-letter stream <ns>:{<cat>:<p>}:dlq:<projection>

@@ -60,6 +60,21 @@
 // through. [Admin] lists held events and files retry or skip requests,
 // which the owning worker carries out in order.
 //
+// # When PostgreSQL fails
+//
+// Not every failed batch is the event's fault. A serialization failure,
+// a deadlock or a lock timeout (SQLSTATE 40001, 40P01, 55P03) is
+// transient: the batch is retried in place with backoff and logged at
+// WARN. A missing table, column, schema or function, a missing privilege,
+// a lost connection, a server shutting down or out of resources is
+// infrastructure: the partition stops applying, logs an ERROR with the
+// SQLSTATE at each retry, records it as its last error, and resumes by
+// itself once the cause is fixed. Neither counts as a handler attempt or
+// a delivery, and neither quarantines anything. statement_timeout (57014)
+// in the handler counts as a handler attempt; on the runner's own
+// statements it is transient. Handlers should return database errors
+// wrapped with %w so the SQLSTATE can be seen.
+//
 // # Rebuilds and replay
 //
 // [Rebuild] rebuilds a projection in place from the start of the log,

@@ -1,6 +1,9 @@
-#!lua
+#!lua flags=allow-oom
 -- heartbeat.lua: live workers of one projection, for a fair share of its
 -- partitions. Uses the Redis server clock only.
+--
+-- allow-oom: a full Redis still runs this script, so the fair share keeps
+-- working while appends are refused. It writes one sorted-set member.
 --
 -- KEYS[1]  <ns>:{proj:<projection>}:workers  (sorted set: worker -> expiry ms)
 -- ARGV[1]  worker ID

@@ -1,5 +1,11 @@
-#!lua
+#!lua flags=allow-oom
 -- lease.lua: ownership of one (projection, partition) by one worker.
+--
+-- allow-oom: a full Redis (used memory > maxmemory, noeviction) still runs
+-- this script, so leases are kept, taken and released while appends are
+-- refused and the projections drain the log. It writes one small string.
+-- (The rebuild lock is taken with a plain SET instead: a rebuild must not
+-- start on a full Redis.)
 --
 -- KEYS[1]  lease key  <ns>:{<cat>:<p>}:lease:<projection>
 -- ARGV[1]  worker ID

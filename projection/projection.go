@@ -161,10 +161,14 @@ type Config struct {
 	// event is quarantined without calling the handler again: it ends
 	// crash loops. Default 5.
 	MaxDeliveries int
-	// Backoff is the first retry delay; it doubles up to 32×. Default 50ms.
+	// Backoff is the first retry delay. Retries of a failing handler
+	// double it up to 32×; a batch retried in place because PostgreSQL
+	// failed under it (see the package doc) doubles it up to
+	// CheckInterval. Default 50ms.
 	Backoff time.Duration
 	// CheckInterval is how often an owner re-checks the log for regression
-	// and polls operator requests. Default 5s.
+	// and polls operator requests, and the longest wait between two tries
+	// of a batch that PostgreSQL keeps refusing. Default 5s.
 	CheckInterval time.Duration
 	// Logger default slog.Default().
 	Logger *slog.Logger

@@ -195,13 +195,14 @@ func (a *Admin) Namespace(ctx context.Context) (string, error) {
 }
 
 // handleRequests carries out operator requests on this partition, oldest
-// position first.
+// position first. PostgreSQL failing under them is retried in place, like
+// a batch.
 func (w *worker) handleRequests(ctx context.Context) error {
 	type req struct {
 		pos, agg, reason, action string
 	}
 	var reqs []req
-	err := w.inTx(ctx, func(tx pgx.Tx) error {
+	read := func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, "SELECT position, aggregate_id, reason, requested FROM "+w.r.table("held_events")+
 			" WHERE projection = $1 AND category = $2 AND partition = $3 AND resolved_at IS NULL AND requested IS NOT NULL ORDER BY ms, seq",
 			w.name, w.u.category, w.u.partition)
@@ -217,12 +218,16 @@ func (w *worker) handleRequests(ctx context.Context) error {
 			reqs = append(reqs, r)
 		}
 		return rows.Err()
+	}
+	err := w.inPlace(ctx, w.cp.String(), func() error {
+		reqs = reqs[:0]
+		return classifiedTx(ctx, w.r.cfg.DB, read)
 	})
 	if err != nil {
 		return fmt.Errorf("projection: read requests: %w", err)
 	}
 	for _, r := range reqs {
-		if err := w.execRequest(ctx, r.pos, r.agg, r.reason, r.action); err != nil {
+		if err := w.inPlace(ctx, r.pos, func() error { return w.execRequest(ctx, r.pos, r.agg, r.reason, r.action) }); err != nil {
 			return err
 		}
 	}
@@ -235,7 +240,8 @@ func (w *worker) handleRequests(ctx context.Context) error {
 func (w *worker) execRequest(ctx context.Context, pos, agg, reason, action string) error {
 	var newHead string
 	resolved := false
-	err := w.inTx(ctx, func(tx pgx.Tx) error {
+	err := classifiedTx(ctx, w.r.cfg.DB, func(tx pgx.Tx) error {
+		newHead, resolved = "", false
 		var fence int64
 		if err := tx.QueryRow(ctx, "SELECT set_config('idle_in_transaction_session_timeout', $4, true), fence FROM "+w.r.table("checkpoints")+
 			" WHERE projection = $1 AND category = $2 AND partition = $3 FOR UPDATE",
@@ -325,7 +331,9 @@ func (w *worker) execRequest(ctx context.Context, pos, agg, reason, action strin
 
 // applyHeld reads one held event back from the log and hands it to the
 // handler inside a savepoint. ok false with a message: the handler (or
-// the log) refused it and the savepoint was rolled back.
+// the log) refused it and the savepoint was rolled back. PostgreSQL
+// failing under the handler comes back as a *dbFailure: the request is
+// retried, not failed.
 func (w *worker) applyHeld(ctx context.Context, tx pgx.Tx, pos string) (bool, string, error) {
 	p, err := eventstore.ParsePosition(pos)
 	if err != nil {
@@ -346,8 +354,8 @@ func (w *worker) applyHeld(ctx context.Context, tx pgx.Tx, pos string) (bool, st
 		return false, "", err
 	}
 	if _, err := w.callHandler(ctx, sp, []eventstore.Event{*ev}); err != nil {
-		if infraFailure(ctx, tx, err) {
-			return false, "", err
+		if c := classify(ctx, tx, err, true); c != failHandler {
+			return false, "", asFailure(c, err)
 		}
 		if rbErr := sp.Rollback(ctx); rbErr != nil {
 			return false, "", rbErr

@@ -61,13 +61,18 @@ func Rebuild(ctx context.Context, cfg Config, p Projection, opts RebuildOptions)
 	c := cfg.Store.Client()
 	lock := r.keys.Projection(p.ID(), "rebuild")
 	ttl := strconv.FormatInt(cfg.LeaseTTL.Milliseconds(), 10)
-	ok, err := leaseScript.Exec(ctx, c, []string{lock}, []string{cfg.WorkerID, ttl, "acquire"}).AsInt64()
+	// A plain SET, not lease.lua (which runs on a full Redis): a rebuild
+	// drops the consumer groups, and a full Redis refuses to create new
+	// ones, so it must not start then.
+	err = c.Do(ctx, c.B().Set().Key(lock).Value(cfg.WorkerID).Nx().Px(cfg.LeaseTTL).Build()).Error()
+	if rueidis.IsRedisNil(err) {
+		if holder, gerr := c.Do(ctx, c.B().Get().Key(lock).Build()).ToString(); gerr != nil || holder != cfg.WorkerID {
+			return fmt.Errorf("%w: %q is held by %s", ErrRebuildInProgress, p.ID(), holder)
+		}
+		err = nil // ours already, as lease.lua's acquire would say
+	}
 	if err != nil {
 		return fmt.Errorf("projection: take rebuild lock: %w", err)
-	}
-	if ok == 0 {
-		holder, _ := c.Do(ctx, c.B().Get().Key(lock).Build()).ToString()
-		return fmt.Errorf("%w: %q is held by %s", ErrRebuildInProgress, p.ID(), holder)
 	}
 	lctx, stopRenew := context.WithCancel(ctx)
 	renewed := make(chan struct{})

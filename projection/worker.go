@@ -11,7 +11,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/rueidis"
 
 	"github.com/redsource/redsource/eventstore"
@@ -155,13 +154,18 @@ func (w *worker) checkLog(ctx context.Context) error {
 // group's last delivered ID.
 func (w *worker) ensureGroup(ctx context.Context) (eventstore.Position, error) {
 	c := w.r.cfg.Store.Client()
-	err := c.Do(ctx, c.B().XgroupCreate().Key(w.logKey).Group(w.group).Id(w.cp.String()).Mkstream().Build()).Error()
-	if err != nil && !rueidis.IsRedisBusyGroup(err) {
-		return eventstore.Position{}, fmt.Errorf("projection: create group: %w", err)
-	}
+	// XGROUP CREATE is refused when Redis is full (DENYOOM), even for a
+	// group that exists: send it only when the group is not there, so a
+	// takeover works on a full Redis.
 	last, err := w.lastDelivered(ctx)
 	if err != nil {
-		return last, err
+		err := c.Do(ctx, c.B().XgroupCreate().Key(w.logKey).Group(w.group).Id(w.cp.String()).Mkstream().Build()).Error()
+		if err != nil && !rueidis.IsRedisBusyGroup(err) {
+			return eventstore.Position{}, fmt.Errorf("projection: create group: %w", err)
+		}
+		if last, err = w.lastDelivered(ctx); err != nil {
+			return last, err
+		}
 	}
 	if last.Compare(w.cp) < 0 {
 		if err := c.Do(ctx, c.B().XgroupSetid().Key(w.logKey).Group(w.group).Id(w.cp.String()).Build()).Error(); err != nil {
@@ -559,12 +563,13 @@ func (w *worker) read(ctx context.Context, out chan<- readBatch) {
 // process applies entries in one transaction; when the handler fails, it
 // splits the batch (at the failing event when known, else in halves) so
 // that good events commit and only the failing one is retried and, past
-// the limits, quarantined.
+// the limits, quarantined. PostgreSQL failing under the batch is retried
+// in place (see failure.go) and never splits or quarantines anything.
 func (w *worker) process(ctx context.Context, es []entry) error {
 	if len(es) == 0 {
 		return nil
 	}
-	at, err := w.apply(ctx, es)
+	at, err := w.applyInPlace(ctx, es)
 	if err == nil {
 		return nil
 	}
@@ -592,7 +597,9 @@ func (w *worker) process(ctx context.Context, es []entry) error {
 }
 
 // retry hands one failing event to the handler again with backoff, then
-// quarantines it. Permanent errors skip the retries.
+// quarantines it. Permanent errors skip the retries. Only handler
+// failures count as attempts: transient and infrastructure failures in
+// between are retried in place.
 func (w *worker) retry(ctx context.Context, e entry, first *handlerError) error {
 	attempts, last := 1, first.err
 	delay := w.r.cfg.Backoff
@@ -601,7 +608,7 @@ func (w *worker) retry(ctx context.Context, e entry, first *handlerError) error 
 			return ctx.Err()
 		}
 		delay = min(delay*2, 32*w.r.cfg.Backoff)
-		_, err := w.apply(ctx, []entry{e})
+		_, err := w.applyInPlace(ctx, []entry{e})
 		if err == nil {
 			return nil
 		}
@@ -613,32 +620,8 @@ func (w *worker) retry(ctx context.Context, e entry, first *handlerError) error 
 		last = he.err
 	}
 	e.quarantine = &held{err: last, attempts: attempts}
-	_, err := w.apply(ctx, []entry{e})
+	_, err := w.applyInPlace(ctx, []entry{e})
 	return err
-}
-
-// handlerError is a failure of the projection's handler (as opposed to
-// PostgreSQL or Redis failing under it).
-type handlerError struct{ err error }
-
-func (e *handlerError) Error() string { return e.err.Error() }
-func (e *handlerError) Unwrap() error { return e.err }
-
-// infraFailure reports whether an error seen while the handler ran is the
-// database failing rather than the handler: those are not the event's
-// fault and must not count towards quarantine.
-func infraFailure(ctx context.Context, tx pgx.Tx, err error) bool {
-	if ctx.Err() != nil || tx.Conn().IsClosed() || pgconn.Timeout(err) {
-		return true
-	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && len(pe.Code) == 5 {
-		switch pe.Code[:2] {
-		case "08", "53", "57", "58", "XX":
-			return true
-		}
-	}
-	return false
 }
 
 func (w *worker) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
