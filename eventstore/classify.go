@@ -121,7 +121,7 @@ func classify(err error) error {
 // storeRefusals are the store's own errors that mean "nothing written,
 // and sending it again will not help".
 var storeRefusals = []error{ErrConflict, ErrInvalidName, ErrInvalidAppend, ErrEventTooLarge,
-	ErrPartitionMismatch, ErrDataLoss, ErrCorruptEntry, ErrMissingEntry, ErrPositionMismatch}
+	ErrPartitionMismatch, ErrDataLoss, ErrUnsafeRedis, ErrCorruptEntry, ErrMissingEntry, ErrPositionMismatch}
 
 // retrier waits between attempts of a command that Redis could not take,
 // within a time budget.

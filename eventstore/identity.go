@@ -89,6 +89,9 @@ func (s *Store) CheckIdentity(ctx context.Context, remembered, by string) (strin
 }
 
 func (s *Store) checkIdentity(ctx context.Context, remembered, by string, create bool) (string, error) {
+	if err := s.checkServer(ctx); err != nil {
+		return "", err
+	}
 	c := s.client
 	found, err := c.Do(ctx, c.B().Get().Key(s.keys.Identity()).Build()).ToString()
 	if err != nil && !rueidis.IsRedisNil(err) {

@@ -124,6 +124,8 @@ type Store struct {
 	mu         sync.Mutex
 	partitions map[string]int // categories whose partition count is checked
 	ident      string         // the namespace identity, once known
+	// serverChecked: the Redis settings were read and are safe.
+	serverChecked bool
 }
 
 // New returns a Store over client. cfg is copied; defaults are applied to

@@ -1,13 +1,9 @@
 package projection_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,72 +12,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/redsource/redsource/eventstore"
+	"github.com/redsource/redsource/internal/faultenv"
 	"github.com/redsource/redsource/internal/keys"
 	"github.com/redsource/redsource/internal/testenv"
 	"github.com/redsource/redsource/projection"
 )
-
-// privateRedis starts a redis-server of the test's own on a free loopback
-// port, in a temporary directory, with extra arguments, and stops it (by
-// its PID) when the test ends; it returns its URL. For tests that need a
-// Redis configured otherwise: the shared one is never reconfigured.
-func privateRedis(t *testing.T, args ...string) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	require.NoError(t, err, "redis-server is needed for this test")
-	dir := t.TempDir()
-	for try := 0; try < 5; try++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		port := l.Addr().(*net.TCPAddr).Port
-		require.NoError(t, l.Close())
-		cmd := exec.Command(bin, append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
-			"--save", "", "--appendonly", "no", "--logfile", filepath.Join(dir, fmt.Sprintf("redis-%d.log", try))}, args...)...)
-		dieWithParent(cmd)
-		require.NoError(t, cmd.Start())
-		exited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(exited) }()
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			<-exited
-		})
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		tick := time.NewTicker(10 * time.Millisecond)
-		deadline := time.After(10 * time.Second)
-	wait:
-		for {
-			select {
-			case <-exited: // most likely the port was taken meanwhile
-				break wait
-			case <-deadline:
-				tick.Stop()
-				t.Fatalf("redis-server on %s did not answer within 10s", addr)
-			case <-tick.C:
-				if pong(addr) {
-					tick.Stop()
-					return "redis://" + addr + "/0"
-				}
-			}
-		}
-		tick.Stop()
-	}
-	t.Fatal("could not start redis-server on a free port")
-	return ""
-}
-
-func pong(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return false
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "+PONG")
-}
 
 // memory returns used_memory and maxmemory from INFO memory, for the log.
 func memory(ctx context.Context, t *testing.T, s *eventstore.Store) (used, limit int64) {
@@ -110,7 +45,7 @@ func TestRedisFullProjectionsKeepDraining(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	url := privateRedis(t, "--maxmemory", "8mb", "--maxmemory-policy", "noeviction")
+	url := faultenv.Start(t, faultenv.Options{MaxMemory: "8mb", Policy: "noeviction"}).URL()
 	c := testenv.RedisAt(t, url)
 	ns := testenv.Namespace(t, c)
 	store, err := eventstore.New(c, eventstore.Config{Namespace: ns, Partitions: 2})
@@ -152,6 +87,7 @@ func TestRedisFullProjectionsKeepDraining(t *testing.T) {
 		}
 	}
 	require.ErrorContains(t, full, "OOM", "appends fail because Redis is full")
+	require.ErrorIs(t, full, eventstore.ErrRefused, "refused for certain: not retried")
 	used, limit := memory(ctx, t, store)
 	t.Logf("Redis full after %d events in %s: used_memory %d, maxmemory %d", appended, time.Since(fillStart).Round(time.Millisecond), used, limit)
 

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/redsource/redsource/eventstore"
+	"github.com/redsource/redsource/internal/faultenv"
 	"github.com/redsource/redsource/internal/testenv"
 	"github.com/redsource/redsource/projection"
 )
@@ -443,4 +444,21 @@ func TestProjectUntilCaughtUpFailsOnARegressedLog(t *testing.T) {
 	require.Equal(t, exitError, code)
 	require.Contains(t, out, "STOPPED (log_regressed)")
 	require.Less(t, time.Since(start), 30*time.Second)
+}
+
+// Against a Redis that evicts keys when full, `bank load` refuses to start:
+// it exits non-zero naming maxmemory-policy and writes no key.
+func TestLoadRefusesAnEvictingRedis(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	srv := faultenv.Start(t, faultenv.Options{MaxMemory: "64mb", Policy: "allkeys-lfu"})
+	var out, errOut testenv.Buffer
+	code := run(w.ctx, []string{"-redis", srv.URL(), "-database", testenv.DatabaseURL(), "-namespace", w.ns, "-schema", w.schema,
+		"load", "-accounts", "3", "-ops", "10"}, &out, &errOut)
+	require.Equal(t, exitError, code, out.String())
+	require.Contains(t, errOut.String(), "maxmemory-policy allkeys-lfu")
+	require.Contains(t, errOut.String(), "maxmemory-policy noeviction")
+	n, err := srv.Do(w.ctx, "DBSIZE")
+	require.NoError(t, err)
+	require.Zero(t, n, "no key written")
 }
