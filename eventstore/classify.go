@@ -3,6 +3,7 @@ package eventstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"strings"
@@ -154,4 +155,46 @@ func (r *retrier) wait(ctx context.Context) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// bound gives a call the store's budget for an unavailable Redis as its
+// deadline: rueidis retries read-only commands on connection errors until
+// the context ends, and no call of the store waits for a Redis that is
+// away longer than an append would. A negative budget leaves ctx as is.
+func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.cfg.RetryUnavailable <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.cfg.RetryUnavailable)
+}
+
+// do sends one command within the store's budget (see bound). A call cut
+// off by the budget (not by the caller's context) is ErrUnavailable.
+func (s *Store) do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	bctx, cancel := s.bound(ctx)
+	defer cancel()
+	res := s.client.Do(bctx, cmd)
+	if err := res.Error(); err != nil && bctx.Err() != nil && ctx.Err() == nil {
+		return rueidis.NewErrorResult(s.outOfBudget(err))
+	}
+	return res
+}
+
+// doMulti pipelines commands within the store's budget (see do).
+func (s *Store) doMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
+	bctx, cancel := s.bound(ctx)
+	defer cancel()
+	res := s.client.DoMulti(bctx, cmds...)
+	if bctx.Err() != nil && ctx.Err() == nil {
+		for i, r := range res {
+			if err := r.Error(); err != nil {
+				res[i] = rueidis.NewErrorResult(s.outOfBudget(err))
+			}
+		}
+	}
+	return res
+}
+
+func (s *Store) outOfBudget(err error) error {
+	return &classified{class: ErrUnavailable, err: fmt.Errorf("no answer from Redis within %s (Config.RetryUnavailable): %w", s.cfg.RetryUnavailable, err)}
 }

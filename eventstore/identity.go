@@ -93,7 +93,7 @@ func (s *Store) checkIdentity(ctx context.Context, remembered, by string, create
 		return "", err
 	}
 	c := s.client
-	found, err := c.Do(ctx, c.B().Get().Key(s.keys.Identity()).Build()).ToString()
+	found, err := s.do(ctx, c.B().Get().Key(s.keys.Identity()).Build()).ToString()
 	if err != nil && !rueidis.IsRedisNil(err) {
 		return "", fmt.Errorf("eventstore: read the namespace identity: %w", classify(err))
 	}
@@ -106,14 +106,14 @@ func (s *Store) checkIdentity(ctx context.Context, remembered, by string, create
 		return "", nil
 	}
 	// A namespace without an identity: new, unless it holds data.
-	n, err := c.Do(ctx, c.B().Exists().Key(s.keys.Categories()).Build()).AsInt64()
+	n, err := s.do(ctx, c.B().Exists().Key(s.keys.Categories()).Build()).AsInt64()
 	if err != nil {
 		return "", fmt.Errorf("eventstore: look for the namespace's data: %w", classify(err))
 	}
 	if n > 0 {
 		// Categories are only recorded after the identity exists: another
 		// process may have created both since the GET above.
-		again, err := c.Do(ctx, c.B().Get().Key(s.keys.Identity()).Build()).ToString()
+		again, err := s.do(ctx, c.B().Get().Key(s.keys.Identity()).Build()).ToString()
 		if err == nil {
 			return again, nil
 		}
@@ -129,7 +129,7 @@ func (s *Store) checkIdentity(ctx context.Context, remembered, by string, create
 	}
 	// SET NX GET: two processes creating the namespace at once agree on
 	// the first one's identity.
-	prev, err := c.Do(ctx, c.B().Set().Key(s.keys.Identity()).Value(u.String()).Nx().Get().Build()).ToString()
+	prev, err := s.do(ctx, c.B().Set().Key(s.keys.Identity()).Value(u.String()).Nx().Get().Build()).ToString()
 	switch {
 	case rueidis.IsRedisNil(err):
 		s.cfg.Logger.Info("eventstore: namespace created", "namespace", s.cfg.Namespace, "identity", u.String())

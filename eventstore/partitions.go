@@ -71,7 +71,7 @@ func (s *Store) partitionCount(ctx context.Context, category string, record bool
 // store's count).
 func (s *Store) recordedCount(ctx context.Context, category string, record bool) (int, error) {
 	c := s.client
-	v, err := c.Do(ctx, c.B().Hget().Key(s.keys.Categories()).Field(category).Build()).ToString()
+	v, err := s.do(ctx, c.B().Hget().Key(s.keys.Categories()).Field(category).Build()).ToString()
 	if err == nil {
 		return parseCount(category, v)
 	}
@@ -145,7 +145,7 @@ func (s *Store) derivePartitions(ctx context.Context, category string) (int, err
 		cmds = append(cmds, c.B().Get().Key(s.keys.PartitionMeta(category, p)).Build(),
 			c.B().Xlen().Key(s.keys.Log(category, p)).Build())
 	}
-	res := c.DoMulti(ctx, cmds...)
+	res := s.doMulti(ctx, cmds...)
 	counts := map[int][]int{}
 	var orphans []int
 	for p := range n {
@@ -185,7 +185,7 @@ func (s *Store) derivePartitions(ctx context.Context, category string) (int, err
 // Categories lists every category that has been used in this namespace,
 // sorted.
 func (s *Store) Categories(ctx context.Context) ([]string, error) {
-	cats, err := s.client.Do(ctx, s.client.B().Hkeys().Key(s.keys.Categories()).Build()).AsStrSlice()
+	cats, err := s.do(ctx, s.client.B().Hkeys().Key(s.keys.Categories()).Build()).AsStrSlice()
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: list categories: %w", classify(err))
 	}

@@ -64,7 +64,7 @@ func (s *Store) readIndexed(ctx context.Context, stream StreamID, start string, 
 			if skip > 0 {
 				n = int(min(skip, maxSkipPage))
 			}
-			index, err := s.client.Do(ctx, s.client.B().Xrange().Key(aggKey).Start(start).End("+").Count(int64(n)).Build()).ToArray()
+			index, err := s.do(ctx, s.client.B().Xrange().Key(aggKey).Start(start).End("+").Count(int64(n)).Build()).ToArray()
 			if err != nil {
 				fail(classify(err))
 				return
@@ -103,7 +103,7 @@ func (s *Store) readIndexed(ctx context.Context, stream StreamID, start string, 
 				for i, id := range ids {
 					cmds[i] = s.client.B().Xrange().Key(logKey).Start(id).End(id).Build()
 				}
-				for i, res := range s.client.DoMulti(ctx, cmds...) {
+				for i, res := range s.doMulti(ctx, cmds...) {
 					ev, err := s.indexedEvent(stream, p, ids[i], uuids[i], want, res)
 					if checkFirst && errors.Is(err, errWrongVersion) {
 						err = fmt.Errorf("%w: %w", ErrPositionMismatch, err)
@@ -183,7 +183,7 @@ func (s *Store) Version(ctx context.Context, stream StreamID) (uint64, error) {
 		return 0, err
 	}
 	p := s.Partition(stream)
-	n, err := s.client.Do(ctx, s.client.B().Xlen().Key(s.keys.Aggregate(stream.Category, p, stream.ID)).Build()).AsInt64()
+	n, err := s.do(ctx, s.client.B().Xlen().Key(s.keys.Aggregate(stream.Category, p, stream.ID)).Build()).AsInt64()
 	if err != nil {
 		return 0, fmt.Errorf("eventstore: version of %s: %w", stream, classify(err))
 	}
@@ -319,7 +319,7 @@ func (r *partitionReader) next(ctx context.Context) (Event, bool, error) {
 			return Event{}, false, nil
 		}
 		c := r.s.client
-		page, err := c.Do(ctx, c.B().Xrange().Key(r.key).Start(r.start).End(r.end).Count(int64(r.s.cfg.ReadBatch)).Build()).ToArray()
+		page, err := r.s.do(ctx, c.B().Xrange().Key(r.key).Start(r.start).End(r.end).Count(int64(r.s.cfg.ReadBatch)).Build()).ToArray()
 		if err != nil {
 			return Event{}, false, fmt.Errorf("eventstore: read %s partition %d: %w", r.category, r.partition, classify(err))
 		}

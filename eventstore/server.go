@@ -41,6 +41,8 @@ func (s *Store) checkServer(ctx context.Context) error {
 	if done {
 		return nil
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	for _, p := range redisinfo.EvictionPolicies(ctx, s.client) {
 		switch {
 		case p.Err != nil && redisinfo.Refused(p.Err):

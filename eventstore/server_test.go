@@ -160,6 +160,18 @@ func TestUnavailableRedisIsRetriedWithinABudget(t *testing.T) {
 	require.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond, "retried for its budget")
 	require.Equal(t, faultenv.Failed, faultenv.Classify(err), "nothing was sent")
 
+	// Also a store's very first call, which reads the namespace identity
+	// (a read rueidis itself would retry until the context ends).
+	fresh, err := eventstore.New(c, eventstore.Config{Namespace: "gone", RetryUnavailable: 300 * time.Millisecond})
+	require.NoError(t, err)
+	start = time.Now()
+	_, err = fresh.Append(ctx, st, eventstore.Exact(2), ev("A", "3"))
+	require.ErrorIs(t, err, eventstore.ErrUnavailable, "%v", err)
+	require.Less(t, time.Since(start), 5*time.Second, "bounded by the budget, not by the context")
+	for _, err := range fresh.Read(ctx, st, 0) {
+		require.ErrorIs(t, err, eventstore.ErrUnavailable)
+	}
+
 	restarted := make(chan error, 1)
 	go func() {
 		// Down for a while, then back: the append in flight waits for it.

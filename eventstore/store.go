@@ -34,8 +34,12 @@ type Config struct {
 	// CLUSTERDOWN, TRYAGAIN, MASTERDOWN, READONLY, BUSY) and, for Exact
 	// and NoStream appends, after an outcome it could not learn
 	// (ErrUnknownOutcome; the retry carries the same event IDs, so it is
-	// applied at most once). The default, 30s, outlasts a Redis Cluster
-	// failover (docs/reliability.md); negative: no retries.
+	// applied at most once). It also bounds every call of the store to a
+	// Redis that does not answer: rueidis retries read-only commands on
+	// connection errors until the context ends, and the store cuts that
+	// off after this long with ErrUnavailable. The default, 30s, outlasts
+	// a Redis Cluster failover (docs/reliability.md); negative: no retries
+	// by the store, and reads wait as long as the context lets them.
 	RetryUnavailable time.Duration
 	// Witness, if set, is durable memory of the namespace outside Redis
 	// (projection.NewWitness: the toolkit's PostgreSQL schema). The store

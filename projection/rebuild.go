@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/rueidis"
 
@@ -247,23 +248,29 @@ func (r *Runner) catchUp(ctx context.Context, units []unit, opts RebuildOptions)
 			stop()
 			return err
 		}
+		if opts.Progress != nil {
+			opts.Progress(progress(st.done-st0.done, total, time.Since(start), st.errs))
+		}
+		// A partition that stopped because Redis lost events will not
+		// catch up by waiting; and one whose log lost its tail may look
+		// caught up (its checkpoint is past the log's end), so the
+		// checkpoints are checked against Redis before they are trusted.
+		err = st.stoppedErr()
+		if err == nil {
+			err = r.verifyCheckpoints(ctx, st)
+		}
+		if err != nil {
+			stop()
+			return fmt.Errorf("projection: catch up %q: %w", r.projs[0].ID(), err)
+		}
 		caught := true
 		for i, u := range units {
 			if st.pos[u].Compare(targets[i]) < 0 {
 				caught = false
 			}
 		}
-		if opts.Progress != nil {
-			opts.Progress(progress(st.done-st0.done, total, time.Since(start), st.errs))
-		}
 		if caught {
 			return stop()
-		}
-		// A partition that stopped because Redis lost events will not
-		// catch up by waiting.
-		if err := st.stoppedErr(); err != nil {
-			stop()
-			return fmt.Errorf("projection: catch up %q: %w", r.projs[0].ID(), err)
 		}
 		select {
 		case <-ctx.Done():
@@ -294,6 +301,7 @@ func progress(done, total int64, elapsed time.Duration, errs []string) Progress 
 
 type checkpointState struct {
 	pos     map[unit]eventstore.Position
+	refs    []checkpointRef
 	done    int64 // applied + held, over all partitions
 	errs    []string
 	stopped map[string][]string // reason (checkpoints.stopped) → "category/partition: error"
@@ -302,6 +310,19 @@ type checkpointState struct {
 // stoppedErr is the error of the partitions that stopped because Redis lost
 // what their checkpoints remember: ErrLogRegressed or
 // eventstore.ErrNamespaceLost, both eventstore.ErrDataLoss.
+// verifyCheckpoints checks what the checkpoints remember against Redis
+// now: the namespace identity, and the entry at each checkpoint.
+func (r *Runner) verifyCheckpoints(ctx context.Context, st checkpointState) error {
+	if err := r.checkIdentity(ctx); err != nil {
+		return err
+	}
+	regressed, err := regressions(ctx, r.cfg.Store, st.refs)
+	if err != nil {
+		return err
+	}
+	return errors.Join(regressed...)
+}
+
 func (st checkpointState) stoppedErr() error {
 	if len(st.stopped) == 0 {
 		return nil
@@ -320,7 +341,7 @@ func (r *Runner) checkpoints(ctx context.Context) (checkpointState, error) {
 	st := checkpointState{pos: map[unit]eventstore.Position{}}
 	p := r.projs[0]
 	err := inTx(ctx, r.cfg.DB, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, "SELECT c.category, c.partition, c.position, c.applied, c.last_error, c.stopped,"+
+		rows, err := tx.Query(ctx, "SELECT c.category, c.partition, c.position, c.event_id, c.applied, c.last_error, c.stopped,"+
 			" (SELECT count(*) FROM "+r.table("held_events")+" h WHERE h.projection = c.projection AND h.category = c.category AND h.partition = c.partition)"+
 			" FROM "+r.table("checkpoints")+" c WHERE c.projection = $1", p.ID())
 		if err != nil {
@@ -330,8 +351,9 @@ func (r *Runner) checkpoints(ctx context.Context) (checkpointState, error) {
 		for rows.Next() {
 			var u unit
 			var pos, lastErr, stopped string
+			var eid *uuid.UUID
 			var applied, held int64
-			if err := rows.Scan(&u.category, &u.partition, &pos, &applied, &lastErr, &stopped, &held); err != nil {
+			if err := rows.Scan(&u.category, &u.partition, &pos, &eid, &applied, &lastErr, &stopped, &held); err != nil {
 				return err
 			}
 			if stopped != "" {
@@ -343,6 +365,7 @@ func (r *Runner) checkpoints(ctx context.Context) (checkpointState, error) {
 			if st.pos[u], err = eventstore.ParsePosition(pos); err != nil {
 				return err
 			}
+			st.refs = append(st.refs, checkpointRef{u.category, u.partition, st.pos[u], eid})
 			st.done += applied + held
 			if lastErr != "" {
 				st.errs = append(st.errs, fmt.Sprintf("%s/%d: %s", u.category, u.partition, lastErr))
