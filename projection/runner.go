@@ -83,7 +83,8 @@ func NewRunner(cfg Config, projections ...Projection) (*Runner, error) {
 func (r *Runner) WorkerID() string { return r.cfg.WorkerID }
 
 // Run blocks until ctx is done: it prepares the schema and checkpoints
-// (failing fast when Redis or PostgreSQL does not answer), then keeps a
+// (failing when PostgreSQL does not answer, or Redis does not within the
+// store's Config.RetryUnavailable), then keeps a
 // fair share of the partitions and projects them. On return every
 // partition worker has stopped and every lease is released.
 //
@@ -126,10 +127,10 @@ func (r *Runner) Run(ctx context.Context) error {
 
 // prepare migrates the schema and makes sure every unit has a checkpoint.
 func (r *Runner) prepare(ctx context.Context) ([][]unit, error) {
-	c := r.cfg.Store.Client()
-	if err := c.Do(ctx, c.B().Ping().Build()).Error(); err != nil {
-		return nil, fmt.Errorf("projection: Redis does not answer: %w", err)
-	}
+	// Redis is first asked for the namespace identity below: a key of its
+	// own, so in a cluster it goes to a node that serves it (a PING could
+	// go to any known node, a dead master included), and the store bounds
+	// the wait for a Redis that does not answer (Config.RetryUnavailable).
 	if err := pgschema.Migrate(ctx, r.cfg.DB, r.cfg.Schema); err != nil {
 		return nil, fmt.Errorf("projection: %w", err)
 	}
