@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/redsource/redsource/eventstore"
 	"github.com/redsource/redsource/internal/keys"
@@ -24,7 +23,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testenv.VerifyTestMain(m) }
 
 // T0 and T1 are the milliseconds seeded events get: the logs' last IDs
 // are set there (XSETID), so Redis hands out T0-1, T0-2, … and the
