@@ -12,17 +12,19 @@ import (
 // LeakWait is how long VerifyTestMain waits for goroutines to end after
 // the tests pass before it calls them leaked.
 //
-// rueidis v1.0.79 leaves one goroutine behind that ends by itself: its
+// rueidis v1.0.79 leaves goroutines behind that end by themselves. Its
 // NewClient first builds a cluster client, and every connection of that
 // client has a hook that schedules a topology refresh when the connection
 // fails (a refused dial, a bad password, a broken connection). The refresh
 // runs in a goroutine that first sleeps a random delay of up to
 // clusterRefreshAutoMaxDelay (1 s below 100 nodes), singleflight's
-// (*call).DelayDo, and Close does not stop it. goleak's own retries give
-// up after about 0.4 s, so a test that saw a connection fail near the end
-// of the run failed the package now and then. Waiting is the fix, not an
-// ignore rule: a goroutine still there after LeakWait is reported.
-const LeakWait = 5 * time.Second
+// (*call).DelayDo, and Close does not stop it. A cluster client that drops
+// connections after a topology change closes them from a goroutine that
+// sleeps 5 s first. goleak's own retries give up after about 0.4 s, so a
+// test that saw a connection fail near the end of the run failed the
+// package now and then. Waiting is the fix, not an ignore rule: a
+// goroutine still there after LeakWait is reported.
+const LeakWait = 10 * time.Second
 
 // VerifyTestMain runs the tests and, when they pass, fails the run if
 // goroutines other than the testing package's are still running after
