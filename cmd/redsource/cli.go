@@ -218,7 +218,7 @@ func runCommand(ctx context.Context, cmd *command, args []string, stdout, stderr
 		}
 	})
 	if err := c.checkGlobals(); err != nil {
-		return reportUsage(cmd, err, stderr)
+		return reportUsage(cmd, usagef("%s", c.redact(err.Error())), stderr)
 	}
 	defer c.close()
 	err = runFn(ctx, c, pos)
@@ -229,10 +229,10 @@ func runCommand(ctx context.Context, cmd *command, args []string, stdout, stderr
 	var ee *exitError
 	switch {
 	case errors.As(err, &ue):
-		return reportUsage(cmd, err, stderr)
+		return reportUsage(cmd, usagef("%s", c.redact(err.Error())), stderr)
 	case errors.As(err, &ee):
 		if ee.msg != "" {
-			fmt.Fprintf(stderr, "redsource %s: %s\n", cmd.name, ee.msg)
+			fmt.Fprintf(stderr, "redsource %s: %s\n", cmd.name, c.redact(ee.msg))
 		}
 		return ee.code
 	case errors.Is(err, eventstore.ErrInvalidName):
@@ -243,7 +243,7 @@ func runCommand(ctx context.Context, cmd *command, args []string, stdout, stderr
 		fmt.Fprintf(stderr, "redsource %s: interrupted\n", cmd.name)
 		return exitFailure
 	}
-	fmt.Fprintf(stderr, "redsource %s: %s\n", cmd.name, describe(err, c))
+	fmt.Fprintf(stderr, "redsource %s: %s\n", cmd.name, c.redact(describe(err, c)))
 	return exitFailure
 }
 
