@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -46,11 +47,12 @@ func run(redisURL, namespace string, keep bool) error {
 
 	opt, err := rueidis.ParseURL(redisURL)
 	if err != nil {
-		return fmt.Errorf("bad -redis URL: %w", err)
+		// url.Parse quotes the URL, password included, in its error.
+		return fmt.Errorf("bad -redis URL %s: it does not parse (in a password, characters such as / @ : %% must be percent-encoded)", redactURL(redisURL))
 	}
 	client, err := rueidis.NewClient(opt)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", redisURL, err)
+		return fmt.Errorf("connect to %s: %w", redactURL(redisURL), err)
 	}
 	defer client.Close()
 
@@ -145,6 +147,19 @@ func run(redisURL, namespace string, keep bool) error {
 		fmt.Printf("  partition %d  %-16s %-8s v%d  %-9s %s\n", e.Partition, e.Position, e.Stream.ID, e.Version, e.Type, e.Data)
 	}
 	return nil
+}
+
+// redactURL is a URL for messages, its password hidden; a URL that does
+// not parse is not shown when it may hold a password.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		if strings.Contains(s, "@") {
+			return "(not shown: it holds a password)"
+		}
+		return s
+	}
+	return u.Redacted()
 }
 
 func event(typ, data string) eventstore.EventData {
