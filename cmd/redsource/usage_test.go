@@ -110,9 +110,9 @@ func TestRedactURL(t *testing.T) {
 		"redis://u:se/cr@t@h:x/0":           "redis://u:xxxxx@h:x/0",
 		"postgres://u@h:x/db?password=pw&a": "postgres://u@h:x/db?password=xxxxx&a",
 		// PostgreSQL key=value strings.
-		"host=h user=u password=pw dbname=d":  "host=h user=u password=xxxxx dbname=d",
+		"host=h user=u password=pw dbname=d": "host=h user=u password=xxxxx dbname=d",
 		"host=h password='p w\\'x' dbname=d": "host=h password=xxxxx dbname=d",
-		"password = pw host=h":                "password = xxxxx host=h",
+		"password = pw host=h":               "password = xxxxx host=h",
 	} {
 		require.Equal(t, want, redactURL(in), in)
 	}
