@@ -124,10 +124,11 @@ func lookup(name string) *command {
 	return nil
 }
 
-// cli is one invocation: its flags, its output and the connections it
-// opened (closed by close).
+// cli is one invocation: its flags, its input and output and the
+// connections it opened (closed by close).
 type cli struct {
 	g      globals
+	stdin  io.Reader // nil: none (commands that read it say so)
 	stdout io.Writer
 	stderr io.Writer
 	conns
@@ -151,7 +152,7 @@ func (e *exitError) Error() string { return e.msg }
 
 // run is the whole program: it parses args, runs one command and returns
 // the exit code. Tests call it in-process.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	lead, rest, name, err := splitCommand(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "redsource: %v\n", err)
@@ -189,13 +190,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "Run 'redsource help' for the list of commands.")
 		return exitUsage
 	}
-	return runCommand(ctx, cmd, append(lead, rest...), stdout, stderr)
+	return runCommand(ctx, cmd, append(lead, rest...), stdin, stdout, stderr)
 }
 
-func runCommand(ctx context.Context, cmd *command, args []string, stdout, stderr io.Writer) int {
+func runCommand(ctx context.Context, cmd *command, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("redsource "+cmd.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	c := &cli{stdout: stdout, stderr: stderr}
+	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr}
 	registerGlobals(fs, &c.g)
 	runFn := cmd.setup(fs)
 	pos, err := parseInterspersed(fs, args)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -70,8 +71,13 @@ func (w *world) run(args ...string) (stdout, stderr string, code int) {
 }
 
 func (w *world) runCtx(ctx context.Context, args ...string) (string, string, int) {
+	return w.runStdin(ctx, nil, args...)
+}
+
+// runStdin runs the CLI with stdin as its standard input.
+func (w *world) runStdin(ctx context.Context, stdin io.Reader, args ...string) (string, string, int) {
 	var out, errb bytes.Buffer
-	code := run(ctx, append(w.globals(), args...), &out, &errb)
+	code := run(ctx, append(w.globals(), args...), stdin, &out, &errb)
 	return out.String(), errb.String(), code
 }
 

@@ -126,7 +126,7 @@ func TestProjectionsAndQuarantine(t *testing.T) {
 	// records; a --namespace that differs is warned about.
 	var out2, errs2 bytes.Buffer
 	require.Equal(t, 0, run(w.ctx, []string{"--redis", testenv.RedisURL(), "--database", testenv.DatabaseURL(), "--schema", w.schema,
-		"projections", "--json"}, &out2, &errs2), errs2.String())
+		"projections", "--json"}, nil, &out2, &errs2), errs2.String())
 	var st2 []statusJSON
 	require.NoError(t, json.Unmarshal(out2.Bytes(), &st2))
 	for i := range st2 {

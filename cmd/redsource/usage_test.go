@@ -16,7 +16,7 @@ import (
 // must be found before anything is contacted.
 func runNoServer(args ...string) (string, string, int) {
 	var out, errs bytes.Buffer
-	code := run(context.Background(), append([]string{"--redis", "redis://127.0.0.1:1/0", "--database", "postgres://nobody@127.0.0.1:1/x"}, args...), &out, &errs)
+	code := run(context.Background(), append([]string{"--redis", "redis://127.0.0.1:1/0", "--database", "postgres://nobody@127.0.0.1:1/x"}, args...), nil, &out, &errs)
 	return out.String(), errs.String(), code
 }
 
@@ -135,7 +135,7 @@ func TestNoPasswordInMessages(t *testing.T) {
 		{"--database", "host=127.0.0.1 port=x user=u password=s3cret", "projections"},
 	} {
 		var out, errs bytes.Buffer
-		code := run(context.Background(), args, &out, &errs)
+		code := run(context.Background(), args, nil, &out, &errs)
 		require.NotEqual(t, 0, code, "%v", args)
 		for _, secret := range []string{"s3cret", "s3cr", "et@pw"} {
 			require.NotContains(t, out.String()+errs.String(), secret, "%v", args)
