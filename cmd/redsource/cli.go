@@ -23,6 +23,7 @@ const (
 	exitFailure = 1 // the command could not do its work
 	exitUsage   = 2 // the command line is wrong; nothing was done
 	exitPending = 3 // a request was filed but its outcome was not seen within --wait
+	exitUnsafe  = 4 // doctor found a setting that can lose events or stop the store
 )
 
 // Defaults of the global flags when the environment names no server.
@@ -112,6 +113,7 @@ func init() {
 	commands = []*command{
 		categoriesCommand, readCommand, replayCommand, tailCommand, appendCommand,
 		projectionsCommand, quarantineListCommand, quarantineRetryCommand, quarantineSkipCommand,
+		doctorCommand,
 	}
 }
 
@@ -432,7 +434,8 @@ Commands:
 	fmt.Fprint(w, `
 Run 'redsource help <command>' (or 'redsource <command> --help') for one
 command. Exit codes: 0 ok, 1 failure, 2 usage error, 3 request filed but not
-carried out within --wait. More in docs/cli.md.
+carried out within --wait, 4 doctor found something unsafe. More in
+docs/cli.md.
 `)
 }
 

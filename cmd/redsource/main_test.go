@@ -39,21 +39,28 @@ const (
 // world is one test's servers: its own namespace (and, when asked, its
 // own PostgreSQL schema).
 type world struct {
-	t      *testing.T
-	ctx    context.Context
-	rc     rueidis.Client
-	ns     string
-	store  *eventstore.Store
-	pool   *pgxpool.Pool
-	schema string
+	t        *testing.T
+	ctx      context.Context
+	redisURL string
+	rc       rueidis.Client
+	ns       string
+	store    *eventstore.Store
+	pool     *pgxpool.Pool
+	schema   string
 }
 
 func newWorld(t *testing.T, partitions int) *world {
 	t.Helper()
+	return newWorldAt(t, testenv.RedisURL(), partitions)
+}
+
+// newWorldAt is newWorld on the Redis server at redisURL.
+func newWorldAt(t *testing.T, redisURL string, partitions int) *world {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	rc := testenv.Redis(t)
-	w := &world{t: t, ctx: ctx, rc: rc, ns: testenv.Namespace(t, rc), schema: "unused"}
+	rc := testenv.RedisAt(t, redisURL)
+	w := &world{t: t, ctx: ctx, redisURL: redisURL, rc: rc, ns: testenv.Namespace(t, rc), schema: "unused"}
 	s, err := eventstore.New(rc, eventstore.Config{Namespace: w.ns, Partitions: partitions})
 	require.NoError(t, err)
 	w.store = s
@@ -82,7 +89,7 @@ func (w *world) runStdin(ctx context.Context, stdin io.Reader, args ...string) (
 }
 
 func (w *world) globals() []string {
-	return []string{"--redis", testenv.RedisURL(), "--database", testenv.DatabaseURL(), "--namespace", w.ns, "--schema", w.schema}
+	return []string{"--redis", w.redisURL, "--database", testenv.DatabaseURL(), "--namespace", w.ns, "--schema", w.schema}
 }
 
 // ok runs the CLI and requires exit 0.

@@ -111,8 +111,11 @@ func Info(ctx context.Context, c rueidis.Client, sections ...string) (map[string
 	return ParseInfo(text), nil
 }
 
-// ParseInfo parses the text of an INFO reply.
+// ParseInfo parses the text of an INFO (or CLUSTER INFO) reply.
 func ParseInfo(text string) map[string]string {
+	// Over RESP3 the reply is a verbatim string, which rueidis hands over
+	// with its format prefix.
+	text = strings.TrimPrefix(text, "txt:")
 	fields := map[string]string{}
 	for line := range strings.Lines(text) {
 		line = strings.TrimRight(line, "\r\n")
@@ -144,7 +147,7 @@ var ErrNoSuchParameter = errors.New("redisinfo: no such config parameter")
 
 // Config returns one parameter of CONFIG GET.
 func Config(ctx context.Context, c rueidis.Client, param string) (string, error) {
-	m, err := c.Do(ctx, c.B().ConfigGet().Parameter(param).Build()).AsStrMap()
+	m, err := Configs(ctx, c, param)
 	if err != nil {
 		return "", err
 	}
@@ -153,6 +156,12 @@ func Config(ctx context.Context, c rueidis.Client, param string) (string, error)
 		return "", fmt.Errorf("%w: %q", ErrNoSuchParameter, param)
 	}
 	return v, nil
+}
+
+// Configs returns several parameters with one CONFIG GET (Redis 7.0+);
+// a parameter the server does not have is missing from the map.
+func Configs(ctx context.Context, c rueidis.Client, params ...string) (map[string]string, error) {
+	return c.Do(ctx, c.B().ConfigGet().Parameter(params...).Build()).AsStrMap()
 }
 
 // Policy is one node's maxmemory-policy.

@@ -47,6 +47,7 @@ func TestPlainServer(t *testing.T) {
 	require.Equal(t, "67108864", info["maxmemory"])
 	require.Equal(t, "0", info["aof_enabled"])
 	require.NotContains(t, info, "# Memory", "section headers are dropped")
+	require.NotContains(t, info, "txt", "the RESP3 verbatim prefix is dropped")
 
 	pols := redisinfo.EvictionPolicies(ctx, c)
 	require.Equal(t, []redisinfo.Policy{{Addr: s.Addr(), Value: "allkeys-lru", Source: "CONFIG GET maxmemory-policy"}}, pols)
@@ -132,6 +133,8 @@ func TestParse(t *testing.T) {
 		"role": "master", "connected_slaves": "1",
 		"slave0": "ip=10.0.0.2,port=6380,state=online,offset=42,lag=0", "used_cpu_sys": "1.5",
 	}, info)
+	require.Equal(t, map[string]string{"cluster_state": "ok", "cluster_slots_assigned": "16384"},
+		redisinfo.ParseInfo("txt:cluster_state:ok\r\ncluster_slots_assigned:16384\r\n"), "RESP3 verbatim string")
 	require.Equal(t, map[string]string{"ip": "10.0.0.2", "port": "6380", "state": "online", "offset": "42", "lag": "0"},
 		redisinfo.Fields(info["slave0"]))
 	for _, p := range []string{"allkeys-lru", "allkeys-lfu", "allkeys-random"} {

@@ -104,16 +104,28 @@ func startRedisServer(dir string, port int, args []string) (*RedisServer, error)
 	}
 }
 
-// stop ends the process by PID: SIGTERM, then SIGKILL if it has not
-// exited within 10 s.
-func (s *RedisServer) stop() {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.done
+// Pause stops the process (SIGSTOP) until Resume: a server that hangs.
+func (s *RedisServer) Pause(tb testing.TB) {
+	tb.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		tb.Fatalf("testenv: SIGSTOP redis-server %d: %v", s.cmd.Process.Pid, err)
 	}
+}
+
+// Resume continues a paused process (SIGCONT).
+func (s *RedisServer) Resume(tb testing.TB) {
+	tb.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		tb.Fatalf("testenv: SIGCONT redis-server %d: %v", s.cmd.Process.Pid, err)
+	}
+}
+
+// stop ends the process by PID. SIGKILL: its data is thrown away with its
+// directory, and a SIGTERM can take seconds (Redis refuses to exit while
+// it writes its first AOF, and waits for lagging replicas).
+func (s *RedisServer) stop() {
+	_ = s.cmd.Process.Kill()
+	<-s.done
 }
 
 // ping waits for a reply to PING: an error reply other than LOADING
@@ -185,7 +197,7 @@ func StartRedisCluster(tb testing.TB, masters, replicas int, args ...string) []*
 	nodes := make([]*RedisServer, total)
 	addrs := make([]string, total)
 	for i := range nodes {
-		nodes[i] = StartRedisServer(tb, append([]string{"--cluster-enabled", "yes", "--cluster-node-timeout", "5000", "--repl-ping-replica-period", "1"}, args...)...)
+		nodes[i] = StartRedisServer(tb, append([]string{"--cluster-enabled", "yes", "--cluster-node-timeout", "5000", "--repl-ping-replica-period", "1", "--repl-diskless-sync-delay", "0"}, args...)...)
 		addrs[i] = nodes[i].Addr()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
