@@ -136,7 +136,9 @@ var clusterShardsProbe = probe{"CLUSTER SHARDS", "rueidis (cluster topology, Red
 }}
 
 func key1(cmd string) func(rueidis.Builder, probeKeys) rueidis.Completed {
-	return func(b rueidis.Builder, p probeKeys) rueidis.Completed { return b.Arbitrary(cmd).Keys(p.missing).Build() }
+	return func(b rueidis.Builder, p probeKeys) rueidis.Completed {
+		return b.Arbitrary(cmd).Keys(p.missing).Build()
+	}
 }
 
 // aclLine is the least a redsource user needs, with the namespace's key
