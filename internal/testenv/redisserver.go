@@ -17,8 +17,9 @@ import (
 	"time"
 )
 
-// RedisServerBinary is the redis-server that StartRedisServer runs.
-const RedisServerBinary = "/usr/bin/redis-server"
+// redisServerBinary is the redis-server that StartRedisServer runs:
+// $REDSOURCE_REDIS_SERVER (as for scripts/services.sh), else the system's.
+func redisServerBinary() string { return envOr("REDSOURCE_REDIS_SERVER", "/usr/bin/redis-server") }
 
 // RedisServer is a redis-server process that one test started, for
 // settings that must not be made on the shared server (eviction policy,
@@ -79,7 +80,7 @@ func startRedisServer(dir string, port int, args []string) (*RedisServer, error)
 	if hasArg(args, "--cluster-enabled") {
 		base = append(base, "--cluster-config-file", "nodes-"+strconv.Itoa(port)+".conf")
 	}
-	cmd := exec.Command(RedisServerBinary, append(base, args...)...)
+	cmd := exec.Command(redisServerBinary(), append(base, args...)...)
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
