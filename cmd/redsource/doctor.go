@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/rueidis"
 
@@ -184,11 +185,18 @@ var configParams = []string{
 	"save", "cluster-require-full-coverage",
 }
 
+// nodeTimeout bounds the wait for a node's PING: a node that hangs is
+// reported, not waited for.
+const nodeTimeout = 5 * time.Second
+
 func (d *doctor) gather(ctx context.Context) {
 	for _, n := range redisinfo.Nodes(d.rc) {
 		st := &nodeState{Node: n}
 		d.nodes = append(d.nodes, st)
-		if err := n.Client.Do(ctx, n.Client.B().Ping().Build()).Error(); err != nil && !redisinfo.Refused(err) {
+		pctx, cancel := context.WithTimeout(ctx, nodeTimeout)
+		err := n.Client.Do(pctx, n.Client.B().Ping().Build()).Error()
+		cancel()
+		if err != nil && !redisinfo.Refused(err) {
 			st.down = err
 			continue
 		}
@@ -284,13 +292,9 @@ func notAllowed(errs ...namedErr) string {
 }
 
 func (d *doctor) checkEviction(ctx context.Context) {
-	byAddr := map[string]redisinfo.Policy{}
-	for _, p := range redisinfo.EvictionPolicies(ctx, d.rc) {
-		byAddr[p.Addr] = p
-	}
 	for _, n := range d.up() {
-		p, ok := byAddr[n.Addr]
-		if !ok || p.Err != nil {
+		p := redisinfo.EvictionPolicy(ctx, n.Node)
+		if p.Err != nil {
 			_, why := n.setting("maxmemory-policy", "maxmemory_policy", nil)
 			d.add("maxmemory-policy", n.Addr, "?", verdictUnknown, why)
 			continue

@@ -280,6 +280,30 @@ func TestDoctorCluster(t *testing.T) {
 		}
 		require.Equal(t, verdictOK, p.Verdict, "%+v", p)
 	}
+
+	// A node that hangs is reported, and the others are still checked.
+	w.redisURL = nodes[0].URL()
+	var hung *testenv.RedisServer
+	for _, n := range nodes[1:] {
+		if strings.HasPrefix(n.Do(t, "ROLE"), "slave") {
+			hung = n
+			break
+		}
+	}
+	hung.Pause(t)
+	rep, errs, code = w.doctor()
+	hung.Resume(t)
+	require.Equal(t, exitUnsafe, code, errs)
+	require.Equal(t, 1, rep.Unsafe, "%+v", rep.Checks)
+	c := row(t, rep, "node", hung.Addr())
+	require.Equal(t, verdictUnsafe, c.Verdict)
+	require.Contains(t, c.Value, "does not answer")
+	require.Len(t, rows(rep, "permissions"), 5, "the hung node's other checks are left out")
+	for _, n := range nodes {
+		if n != hung {
+			require.Equal(t, verdictOK, row(t, rep, "permissions", n.Addr()).Verdict)
+		}
+	}
 }
 
 // waitFor polls cond until it holds, for up to 30 s.

@@ -183,12 +183,13 @@ func EvictionPolicies(ctx context.Context, c rueidis.Client) []Policy {
 	nodes := Nodes(c)
 	out := make([]Policy, len(nodes))
 	for i, n := range nodes {
-		out[i] = evictionPolicy(ctx, n)
+		out[i] = EvictionPolicy(ctx, n)
 	}
 	return out
 }
 
-func evictionPolicy(ctx context.Context, n Node) Policy {
+// EvictionPolicy is EvictionPolicies for one node.
+func EvictionPolicy(ctx context.Context, n Node) Policy {
 	p := Policy{Addr: n.Addr}
 	v, err := Config(ctx, n.Client, "maxmemory-policy")
 	if err == nil {
