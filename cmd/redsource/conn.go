@@ -53,7 +53,16 @@ func (c *cli) redis(ctx context.Context) (rueidis.Client, error) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := rc.Do(pctx, rc.B().Ping().Build()).Error(); err != nil {
+	// Ask the server the URL names: a cluster client sends a PING to any
+	// node, and one hung node would then fail every command (doctor
+	// among them, which reports such a node).
+	ping := rc
+	if len(opt.InitAddress) > 0 {
+		if n, ok := rc.Nodes()[opt.InitAddress[0]]; ok {
+			ping = n
+		}
+	}
+	if err := ping.Do(pctx, ping.B().Ping().Build()).Error(); err != nil {
 		rc.Close()
 		return nil, fmt.Errorf("Redis at %s does not answer: %w", redactURL(c.g.redisURL), err)
 	}

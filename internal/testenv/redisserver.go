@@ -106,11 +106,14 @@ func startRedisServer(dir string, port int, args []string) (*RedisServer, error)
 }
 
 // Pause stops the process (SIGSTOP) until Resume: a server that hangs.
+// A test that ends before it resumes the server resumes it at cleanup
+// (before the cleanups registered earlier, such as a namespace's).
 func (s *RedisServer) Pause(tb testing.TB) {
 	tb.Helper()
 	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		tb.Fatalf("testenv: SIGSTOP redis-server %d: %v", s.cmd.Process.Pid, err)
 	}
+	tb.Cleanup(func() { _ = s.cmd.Process.Signal(syscall.SIGCONT) })
 }
 
 // Resume continues a paused process (SIGCONT).
