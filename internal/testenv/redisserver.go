@@ -81,6 +81,7 @@ func startRedisServer(dir string, port int, args []string) (*RedisServer, error)
 		base = append(base, "--cluster-config-file", "nodes-"+strconv.Itoa(port)+".conf")
 	}
 	cmd := exec.Command(redisServerBinary(), append(base, args...)...)
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
