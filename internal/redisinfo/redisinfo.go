@@ -2,7 +2,8 @@
 // which nodes a client reaches and which of them are masters, INFO and
 // CONFIG GET per node, and the eviction policy of every node.
 //
-// The event store's start-up guard and `redsource doctor` use it. Managed
+// It is meant for a start-up guard of the event store and is what
+// `redsource doctor` and the test helpers that walk every master use. Managed
 // Redis services often refuse CONFIG (or rename it) and ACL users may be
 // refused INFO; the functions say so with an error that [Refused]
 // recognises, so that a caller can report "not allowed to look" instead of
