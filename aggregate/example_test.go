@@ -150,20 +150,26 @@ func connect() (rueidis.Client, string) {
 	return client, "example-" + rand.Text()[:12]
 }
 
-// deleteNamespace removes the example's keys.
+// deleteNamespace removes the example's keys. A cluster spreads the
+// namespace over all its masters, so every node the client knows is
+// scanned (a replica lists its master's keys again, which does no harm),
+// and each key is removed by a command of its own: the keys are in many
+// slots.
 func deleteNamespace(client rueidis.Client, namespace string) {
 	ctx := context.Background()
-	var cursor uint64
-	for {
-		e, err := client.Do(ctx, client.B().Scan().Cursor(cursor).Match(namespace+":*").Count(1000).Build()).AsScanEntry()
-		if err != nil {
-			return
-		}
-		for _, k := range e.Elements {
-			client.Do(ctx, client.B().Unlink().Key(k).Build())
-		}
-		if cursor = e.Cursor; cursor == 0 {
-			return
+	for _, node := range client.Nodes() {
+		var cursor uint64
+		for {
+			e, err := node.Do(ctx, node.B().Scan().Cursor(cursor).Match(namespace+":*").Count(1000).Build()).AsScanEntry()
+			if err != nil {
+				return
+			}
+			for _, k := range e.Elements {
+				client.Do(ctx, client.B().Unlink().Key(k).Build())
+			}
+			if cursor = e.Cursor; cursor == 0 {
+				break
+			}
 		}
 	}
 }

@@ -3,9 +3,9 @@ package aggregate_test
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/redsource/redsource/internal/testenv"
 )
 
 // Every goroutine a test starts (retry timers, the test proxy, clients)
 // must be gone when the tests end.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testenv.VerifyTestMain(m) }

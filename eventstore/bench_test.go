@@ -154,17 +154,11 @@ func benchAppend(b *testing.B, k, goroutines int, appendWith appendFunc) {
 func streamBytes(b *testing.B, s *eventstore.Store) int64 {
 	ctx := context.Background()
 	c := s.Client()
-	var cmds rueidis.Commands
-	var cursor uint64
-	for {
-		e, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match(s.Namespace()+":{*").Count(1000).Type("stream").Build()).AsScanEntry()
-		require.NoError(b, err)
-		for _, key := range e.Elements {
-			cmds = append(cmds, c.B().MemoryUsage().Key(key).Samples(0).Build())
-		}
-		if cursor = e.Cursor; cursor == 0 {
-			break
-		}
+	keys, err := testenv.ScanKeys(ctx, c, testenv.GlobEscape(s.Namespace())+":{*", "stream")
+	require.NoError(b, err)
+	cmds := make(rueidis.Commands, len(keys))
+	for i, key := range keys {
+		cmds[i] = c.B().MemoryUsage().Key(key).Samples(0).Build()
 	}
 	var total int64
 	for _, r := range c.DoMulti(ctx, cmds...) {

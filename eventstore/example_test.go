@@ -80,21 +80,27 @@ func redisOption() rueidis.ClientOption {
 	return opt
 }
 
-// deleteKeys removes every key of the namespace.
+// deleteKeys removes every key of the namespace. A cluster spreads the
+// namespace over all its masters, so every node the client knows is
+// scanned (a replica lists its master's keys again, which does no harm),
+// and each key is removed by a command of its own: the keys are in many
+// slots.
 func deleteKeys(ctx context.Context, c rueidis.Client, ns string) {
-	var cursor uint64
-	for {
-		page, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match(ns+":*").Count(1000).Build()).AsScanEntry()
-		if err != nil {
-			log.Fatal(err)
-		}
-		if len(page.Elements) > 0 {
-			if err := c.Do(ctx, c.B().Unlink().Key(page.Elements...).Build()).Error(); err != nil {
+	for _, node := range c.Nodes() {
+		var cursor uint64
+		for {
+			page, err := node.Do(ctx, node.B().Scan().Cursor(cursor).Match(ns+":*").Count(1000).Build()).AsScanEntry()
+			if err != nil {
 				log.Fatal(err)
 			}
-		}
-		if cursor = page.Cursor; cursor == 0 {
-			return
+			for _, k := range page.Elements {
+				if err := c.Do(ctx, c.B().Unlink().Key(k).Build()).Error(); err != nil {
+					log.Fatal(err)
+				}
+			}
+			if cursor = page.Cursor; cursor == 0 {
+				break
+			}
 		}
 	}
 }

@@ -19,7 +19,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/redsource/redsource/eventstore"
 	"github.com/redsource/redsource/internal/testenv"
@@ -30,7 +29,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv("REDSOURCE_TEST_WORKER") == "1" {
 		os.Exit(workerProcess())
 	}
-	goleak.VerifyTestMain(m)
+	testenv.VerifyTestMain(m)
 }
 
 // env is one test's world: its own Redis namespace and PostgreSQL schema

@@ -23,7 +23,10 @@ const (
 	exitFailure = 1 // the command could not do its work
 	exitUsage   = 2 // the command line is wrong; nothing was done
 	exitPending = 3 // a request was filed but its outcome was not seen within --wait
-	exitLost    = 4 // Redis lost data something remembers: a stopped partition, a lost namespace
+	// exitUnsafe: the events are at risk or lost: doctor found a Redis
+	// setting that can lose them, or Redis lost data something remembers
+	// (a stopped partition, a lost namespace).
+	exitUnsafe = 4
 )
 
 // Defaults of the global flags when the environment names no server.
@@ -113,6 +116,7 @@ func init() {
 	commands = []*command{
 		categoriesCommand, readCommand, replayCommand, tailCommand, appendCommand,
 		projectionsCommand, quarantineListCommand, quarantineRetryCommand, quarantineSkipCommand,
+		doctorCommand,
 	}
 }
 
@@ -125,10 +129,11 @@ func lookup(name string) *command {
 	return nil
 }
 
-// cli is one invocation: its flags, its output and the connections it
-// opened (closed by close).
+// cli is one invocation: its flags, its input and output and the
+// connections it opened (closed by close).
 type cli struct {
 	g      globals
+	stdin  io.Reader // nil: none (commands that read it say so)
 	stdout io.Writer
 	stderr io.Writer
 	conns
@@ -152,7 +157,7 @@ func (e *exitError) Error() string { return e.msg }
 
 // run is the whole program: it parses args, runs one command and returns
 // the exit code. Tests call it in-process.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	lead, rest, name, err := splitCommand(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "redsource: %v\n", err)
@@ -190,13 +195,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "Run 'redsource help' for the list of commands.")
 		return exitUsage
 	}
-	return runCommand(ctx, cmd, append(lead, rest...), stdout, stderr)
+	return runCommand(ctx, cmd, append(lead, rest...), stdin, stdout, stderr)
 }
 
-func runCommand(ctx context.Context, cmd *command, args []string, stdout, stderr io.Writer) int {
+func runCommand(ctx context.Context, cmd *command, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("redsource "+cmd.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	c := &cli{stdout: stdout, stderr: stderr}
+	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr}
 	registerGlobals(fs, &c.g)
 	runFn := cmd.setup(fs)
 	pos, err := parseInterspersed(fs, args)
@@ -219,7 +224,7 @@ func runCommand(ctx context.Context, cmd *command, args []string, stdout, stderr
 		}
 	})
 	if err := c.checkGlobals(); err != nil {
-		return reportUsage(cmd, err, stderr)
+		return reportUsage(cmd, usagef("%s", c.redact(err.Error())), stderr)
 	}
 	defer c.close()
 	err = runFn(ctx, c, pos)
@@ -230,10 +235,10 @@ func runCommand(ctx context.Context, cmd *command, args []string, stdout, stderr
 	var ee *exitError
 	switch {
 	case errors.As(err, &ue):
-		return reportUsage(cmd, err, stderr)
+		return reportUsage(cmd, usagef("%s", c.redact(err.Error())), stderr)
 	case errors.As(err, &ee):
 		if ee.msg != "" {
-			fmt.Fprintf(stderr, "redsource %s: %s\n", cmd.name, ee.msg)
+			fmt.Fprintf(stderr, "redsource %s: %s\n", cmd.name, c.redact(ee.msg))
 		}
 		return ee.code
 	case errors.Is(err, eventstore.ErrInvalidName):
@@ -243,11 +248,11 @@ func runCommand(ctx context.Context, cmd *command, args []string, stdout, stderr
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
 		fmt.Fprintf(stderr, "redsource %s: interrupted\n", cmd.name)
 		return exitFailure
-	case errors.Is(err, eventstore.ErrDataLoss):
-		fmt.Fprintf(stderr, "redsource %s: %s\n", cmd.name, describe(err, c))
-		return exitLost
+	case errors.Is(err, eventstore.ErrDataLoss), errors.Is(err, eventstore.ErrUnsafeRedis):
+		fmt.Fprintf(stderr, "redsource %s: %s\n", cmd.name, c.redact(describe(err, c)))
+		return exitUnsafe
 	}
-	fmt.Fprintf(stderr, "redsource %s: %s\n", cmd.name, describe(err, c))
+	fmt.Fprintf(stderr, "redsource %s: %s\n", cmd.name, c.redact(describe(err, c)))
 	return exitFailure
 }
 
@@ -435,7 +440,8 @@ Commands:
 	fmt.Fprint(w, `
 Run 'redsource help <command>' (or 'redsource <command> --help') for one
 command. Exit codes: 0 ok, 1 failure, 2 usage error, 3 request filed but not
-carried out within --wait. More in docs/cli.md.
+carried out within --wait, 4 doctor found something unsafe. More in
+docs/cli.md.
 `)
 }
 

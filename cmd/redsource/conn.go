@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -39,7 +43,7 @@ func (c *cli) redis(ctx context.Context) (rueidis.Client, error) {
 	}
 	opt, err := rueidis.ParseURL(c.g.redisURL)
 	if err != nil {
-		return nil, usagef("--redis %q is not a Redis URL: %v", redactURL(c.g.redisURL), err)
+		return nil, usagef("--redis %q is not a Redis URL: %v", redactURL(c.g.redisURL), parseError(c.g.redisURL, err))
 	}
 	// Client-side caching needs RESP3 tracking and buys a CLI nothing.
 	opt.DisableCache = true
@@ -49,7 +53,16 @@ func (c *cli) redis(ctx context.Context) (rueidis.Client, error) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := rc.Do(pctx, rc.B().Ping().Build()).Error(); err != nil {
+	// Ask the server the URL names: a cluster client sends a PING to any
+	// node, and one hung node would then fail every command (doctor
+	// among them, which reports such a node).
+	ping := rc
+	if len(opt.InitAddress) > 0 {
+		if n, ok := rc.Nodes()[opt.InitAddress[0]]; ok {
+			ping = n
+		}
+	}
+	if err := ping.Do(pctx, ping.B().Ping().Build()).Error(); err != nil {
 		rc.Close()
 		return nil, fmt.Errorf("Redis at %s does not answer: %w", redactURL(c.g.redisURL), err)
 	}
@@ -64,7 +77,7 @@ func (c *cli) postgres(ctx context.Context) (*pgx.Conn, error) {
 	}
 	cfg, err := pgx.ParseConfig(c.g.databaseURL)
 	if err != nil {
-		return nil, usagef("--database %q is not a PostgreSQL URL: %v", redactURL(c.g.databaseURL), err)
+		return nil, usagef("--database %q is not a PostgreSQL URL: %v", redactURL(c.g.databaseURL), parseError(c.g.databaseURL, err))
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -139,14 +152,75 @@ func (c *cli) existingStore(ctx context.Context, category string) (*eventstore.S
 	return s, nil
 }
 
-// redactURL hides the password of a URL in messages.
+// redactURL hides the passwords of a server address in messages: the
+// password of a URL's userinfo, password= and sslpassword= query
+// parameters, and the same keys of a PostgreSQL key=value string. A URL
+// that does not parse has everything between "://" and its last "@"
+// taken as the userinfo (a password may hold a "/" or an "@").
 func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
+	scheme, rest, isURL := strings.Cut(s, "://")
+	if !isURL {
+		return dsnPasswordRE.ReplaceAllString(s, "${1}xxxxx")
 	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	if u, err := url.Parse(s); err == nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+		if q := u.Query(); q.Has("password") || q.Has("sslpassword") {
+			for _, k := range []string{"password", "sslpassword"} {
+				if q.Has(k) {
+					q.Set(k, "xxxxx")
+				}
+			}
+			u.RawQuery = q.Encode()
+		}
+		return u.String()
 	}
-	return u.String()
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		if user, _, hasPassword := strings.Cut(rest[:at], ":"); hasPassword {
+			rest = user + ":xxxxx" + rest[at:]
+		}
+	}
+	return scheme + "://" + queryPasswordRE.ReplaceAllString(rest, "${1}xxxxx")
+}
+
+var (
+	dsnPasswordRE   = regexp.MustCompile(`((?:^|\s)(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)`)
+	queryPasswordRE = regexp.MustCompile(`([?&](?:ssl)?password=)[^&#]*`)
+)
+
+// parseError is err from parsing the address raw. Parsers quote the
+// address in their errors (url.Parse whole; pgconn redacted on a best
+// effort that can leave a piece of a password that holds an "@"), and a
+// detail such as `invalid port ":pa" after host` can quote part of a
+// password, so nothing of the error is kept when raw holds a secret.
+func parseError(raw string, err error) error {
+	if redactURL(raw) != raw {
+		return errors.New("it does not parse, and the parser's message is not shown because it can quote the password (in a URL, characters such as / @ : % in a password must be percent-encoded)")
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// redact replaces the --redis and --database URLs in a message with their
+// redacted forms: the last guard against a library that quotes a URL in
+// an error.
+func (c *cli) redact(msg string) string {
+	for _, raw := range []string{c.g.redisURL, c.g.databaseURL} {
+		if raw == "" {
+			continue
+		}
+		red := redactURL(raw)
+		if red == raw {
+			continue
+		}
+		msg = strings.ReplaceAll(msg, raw, red)
+		if q := strconv.Quote(raw); q[1:len(q)-1] != raw {
+			msg = strings.ReplaceAll(msg, q[1:len(q)-1], red)
+		}
+	}
+	return msg
 }

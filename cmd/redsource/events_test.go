@@ -162,7 +162,7 @@ func TestTail(t *testing.T) {
 			defer cancel()
 			var out, errs testenv.Buffer
 			done := make(chan int, 1)
-			go func() { done <- run(ctx, append(w.globals(), args...), &out, &errs) }()
+			go func() { done <- run(ctx, append(w.globals(), args...), nil, &out, &errs) }()
 			require.Eventually(t, func() bool { return strings.Contains(errs.String(), "following account (4 partitions)") },
 				10*time.Second, 10*time.Millisecond, "tail is ready")
 			require.Empty(t, out.String(), "old events are not shown")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/redsource/redsource/eventstore"
 	"github.com/redsource/redsource/internal/keys"
@@ -24,7 +24,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testenv.VerifyTestMain(m) }
 
 // T0 and T1 are the milliseconds seeded events get: the logs' last IDs
 // are set there (XSETID), so Redis hands out T0-1, T0-2, … and the
@@ -39,21 +39,28 @@ const (
 // world is one test's servers: its own namespace (and, when asked, its
 // own PostgreSQL schema).
 type world struct {
-	t      *testing.T
-	ctx    context.Context
-	rc     rueidis.Client
-	ns     string
-	store  *eventstore.Store
-	pool   *pgxpool.Pool
-	schema string
+	t        *testing.T
+	ctx      context.Context
+	redisURL string
+	rc       rueidis.Client
+	ns       string
+	store    *eventstore.Store
+	pool     *pgxpool.Pool
+	schema   string
 }
 
 func newWorld(t *testing.T, partitions int) *world {
 	t.Helper()
+	return newWorldAt(t, testenv.RedisURL(), partitions)
+}
+
+// newWorldAt is newWorld on the Redis server at redisURL.
+func newWorldAt(t *testing.T, redisURL string, partitions int) *world {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	rc := testenv.Redis(t)
-	w := &world{t: t, ctx: ctx, rc: rc, ns: testenv.Namespace(t, rc), schema: "unused"}
+	rc := testenv.RedisAt(t, redisURL)
+	w := &world{t: t, ctx: ctx, redisURL: redisURL, rc: rc, ns: testenv.Namespace(t, rc), schema: "unused"}
 	s, err := eventstore.New(rc, eventstore.Config{Namespace: w.ns, Partitions: partitions})
 	require.NoError(t, err)
 	w.store = s
@@ -71,13 +78,18 @@ func (w *world) run(args ...string) (stdout, stderr string, code int) {
 }
 
 func (w *world) runCtx(ctx context.Context, args ...string) (string, string, int) {
+	return w.runStdin(ctx, nil, args...)
+}
+
+// runStdin runs the CLI with stdin as its standard input.
+func (w *world) runStdin(ctx context.Context, stdin io.Reader, args ...string) (string, string, int) {
 	var out, errb bytes.Buffer
-	code := run(ctx, append(w.globals(), args...), &out, &errb)
+	code := run(ctx, append(w.globals(), args...), stdin, &out, &errb)
 	return out.String(), errb.String(), code
 }
 
 func (w *world) globals() []string {
-	return []string{"--redis", testenv.RedisURL(), "--database", testenv.DatabaseURL(), "--namespace", w.ns, "--schema", w.schema}
+	return []string{"--redis", w.redisURL, "--database", testenv.DatabaseURL(), "--namespace", w.ns, "--schema", w.schema}
 }
 
 // ok runs the CLI and requires exit 0.

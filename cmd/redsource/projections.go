@@ -106,7 +106,7 @@ func runProjections(ctx context.Context, c *cli, only string) error {
 	// output format: scripts and cron jobs see it in the exit code.
 	var result error
 	if stopped > 0 {
-		result = &exitError{code: exitLost, msg: fmt.Sprintf("%d partitions stopped because Redis lost events their checkpoints remember: restore Redis or rebuild the projection (docs/operations.md, \"When Redis forgets\")", stopped)}
+		result = &exitError{code: exitUnsafe, msg: fmt.Sprintf("%d partitions stopped because Redis lost events their checkpoints remember: restore Redis or rebuild the projection (docs/operations.md, \"When Redis forgets\")", stopped)}
 	}
 	if c.g.json {
 		if err := writeJSON(c.stdout, out); err != nil {

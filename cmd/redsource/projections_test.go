@@ -126,7 +126,7 @@ func TestProjectionsAndQuarantine(t *testing.T) {
 	// records; a --namespace that differs is warned about.
 	var out2, errs2 bytes.Buffer
 	require.Equal(t, 0, run(w.ctx, []string{"--redis", testenv.RedisURL(), "--database", testenv.DatabaseURL(), "--schema", w.schema,
-		"projections", "--json"}, &out2, &errs2), errs2.String())
+		"projections", "--json"}, nil, &out2, &errs2), errs2.String())
 	var st2 []statusJSON
 	require.NoError(t, json.Unmarshal(out2.Bytes(), &st2))
 	for i := range st2 {
@@ -267,12 +267,12 @@ func TestProjectionsStoppedPartitionExits4(t *testing.T) {
 	}, 30*time.Second, 20*time.Millisecond)
 
 	out, errOut, code := w.run("projections")
-	require.Equal(t, exitLost, code, errOut)
+	require.Equal(t, exitUnsafe, code, errOut)
 	require.Contains(t, out, "STOPPED (log_regressed)")
 	require.Contains(t, errOut, "1 partitions stopped because Redis lost events")
 
 	out, _, code = w.run("projections", "--json")
-	require.Equal(t, exitLost, code)
+	require.Equal(t, exitUnsafe, code)
 	var doc []map[string]any
 	require.NoError(t, json.Unmarshal([]byte(out), &doc))
 	require.Len(t, doc, 2)

@@ -16,7 +16,7 @@ import (
 // must be found before anything is contacted.
 func runNoServer(args ...string) (string, string, int) {
 	var out, errs bytes.Buffer
-	code := run(context.Background(), append([]string{"--redis", "redis://127.0.0.1:1/0", "--database", "postgres://nobody@127.0.0.1:1/x"}, args...), &out, &errs)
+	code := run(context.Background(), append([]string{"--redis", "redis://127.0.0.1:1/0", "--database", "postgres://nobody@127.0.0.1:1/x"}, args...), nil, &out, &errs)
 	return out.String(), errs.String(), code
 }
 
@@ -98,9 +98,50 @@ func TestUnreachableServer(t *testing.T) {
 }
 
 func TestRedactURL(t *testing.T) {
-	require.Equal(t, "redis://:xxxxx@h:6379/0", redactURL("redis://:secret@h:6379/0"))
-	require.Equal(t, "postgres://u:xxxxx@h/db", redactURL("postgres://u:pw@h/db"))
-	require.Equal(t, "postgres://u@h/db", redactURL("postgres://u@h/db"))
+	for in, want := range map[string]string{
+		"redis://:secret@h:6379/0":                 "redis://:xxxxx@h:6379/0",
+		"postgres://u:pw@h/db":                     "postgres://u:xxxxx@h/db",
+		"postgres://u@h/db":                        "postgres://u@h/db",
+		"redis://h:6379/0":                         "redis://h:6379/0",
+		"postgres://u@h/db?password=pw&sslmode=no": "postgres://u@h/db?password=xxxxx&sslmode=no",
+		"postgres://u@h/db?sslpassword=pw":         "postgres://u@h/db?sslpassword=xxxxx",
+		// URLs that do not parse.
+		"redis://:secret@h:x/0":             "redis://:xxxxx@h:x/0",
+		"redis://u:se/cr@t@h:x/0":           "redis://u:xxxxx@h:x/0",
+		"postgres://u@h:x/db?password=pw&a": "postgres://u@h:x/db?password=xxxxx&a",
+		// PostgreSQL key=value strings.
+		"host=h user=u password=pw dbname=d": "host=h user=u password=xxxxx dbname=d",
+		"host=h password='p w\\'x' dbname=d": "host=h password=xxxxx dbname=d",
+		"password = pw host=h":               "password = xxxxx host=h",
+	} {
+		require.Equal(t, want, redactURL(in), in)
+	}
+}
+
+// No message shows a password from --redis or --database, whatever fails.
+func TestNoPasswordInMessages(t *testing.T) {
+	t.Parallel()
+	const pw = "s3cr/et@pw"
+	for _, args := range [][]string{
+		{"--redis", "redis://u:" + pw + "@127.0.0.1:x/0", "categories"},
+		{"--redis", "redis://u:s3cret@127.0.0.1:x/0", "categories"},
+		{"--redis", "redis://u:s3cret@127.0.0.1:1/0", "categories"},
+		{"--redis", "redis://u:s3cret@127.0.0.1:1/0", "doctor"},
+		{"--redis", "redis://u:s3cret@127.0.0.1:1/0?dial_timeout=x", "categories"},
+		{"--database", "postgres://u:" + pw + "@127.0.0.1:x/db", "projections"},
+		{"--database", "postgres://u:s3cret@127.0.0.1:1/db", "projections"},
+		{"--database", "postgres://u@127.0.0.1:1/db?password=s3cret", "projections"},
+		{"--database", "host=127.0.0.1 port=1 user=u password=s3cret", "projections"},
+		{"--database", "host=127.0.0.1 port=x user=u password=s3cret", "projections"},
+	} {
+		var out, errs bytes.Buffer
+		code := run(context.Background(), args, nil, &out, &errs)
+		require.NotEqual(t, 0, code, "%v", args)
+		for _, secret := range []string{"s3cret", "s3cr", "et@pw"} {
+			require.NotContains(t, out.String()+errs.String(), secret, "%v", args)
+		}
+		require.NotEmpty(t, errs.String())
+	}
 }
 
 func TestParseBound(t *testing.T) {

@@ -465,26 +465,33 @@ func firstLine(s string) string {
 	return s
 }
 
-// deleteKeys removes every key under the namespace, and nothing else.
+// deleteKeys removes every key under the namespace, and nothing else, and
+// returns how many it removed. A cluster spreads the namespace over all
+// its masters, so every node the client knows is scanned (a replica lists
+// its master's keys again; UNLINK's reply counts each key once), and each
+// key is removed by a command of its own: the keys are in many slots.
 func deleteKeys(ctx context.Context, c rueidis.Client, ns string) (int, error) {
 	n := 0
-	var cursor uint64
-	for {
-		page, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match(globEscape(ns)+":*").Count(1000).Build()).AsScanEntry()
-		if err != nil {
-			return n, err
-		}
-		for _, k := range page.Elements {
-			// One key per command: keys of different slots in a cluster.
-			if err := c.Do(ctx, c.B().Unlink().Key(k).Build()).Error(); err != nil {
+	for _, node := range c.Nodes() {
+		var cursor uint64
+		for {
+			page, err := node.Do(ctx, node.B().Scan().Cursor(cursor).Match(globEscape(ns)+":*").Count(1000).Build()).AsScanEntry()
+			if err != nil {
 				return n, err
 			}
-			n++
-		}
-		if cursor = page.Cursor; cursor == 0 {
-			return n, nil
+			for _, k := range page.Elements {
+				removed, err := c.Do(ctx, c.B().Unlink().Key(k).Build()).AsInt64()
+				if err != nil {
+					return n, err
+				}
+				n += int(removed)
+			}
+			if cursor = page.Cursor; cursor == 0 {
+				break
+			}
 		}
 	}
+	return n, nil
 }
 
 // globEscape quotes what SCAN MATCH treats as a pattern.

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -123,11 +124,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	e := &env{out: stdout, errOut: stderr, namespace: *namespace, schema: *schema,
 		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
+	defer e.close() // also what connect opened before it failed
 	if err := e.connect(ctx, *redisURL, *dbURL); err != nil {
 		fmt.Fprintln(stderr, "bank:", err)
 		return exitError
 	}
-	defer e.close()
 	return fn(ctx, e, cmdArgs)
 }
 
@@ -144,15 +145,15 @@ func (e *env) connect(ctx context.Context, redisURL, dbURL string) error {
 	}
 	opt, err := rueidis.ParseURL(redisURL)
 	if err != nil {
-		return fmt.Errorf("bad -redis URL: %w", err)
+		return fmt.Errorf("bad -redis URL %s: %w", redactURL(redisURL), parseError(redisURL, err))
 	}
 	opt.DisableCache = true
 	if e.redis, err = rueidis.NewClient(opt); err != nil {
-		return fmt.Errorf("Redis at %s: %w", redisURL, err)
+		return fmt.Errorf("Redis at %s: %w", redactURL(redisURL), err)
 	}
 	pcfg, err := pgxpool.ParseConfig(dbURL)
 	if err != nil {
-		return fmt.Errorf("bad -database URL: %w", err)
+		return fmt.Errorf("bad -database URL %s: %w", redactURL(dbURL), parseError(dbURL, err))
 	}
 	if !strings.Contains(dbURL, "pool_max_conns") {
 		pcfg.MaxConns = 16 // one per partition worker, and some for the rest
@@ -161,7 +162,7 @@ func (e *env) connect(ctx context.Context, redisURL, dbURL string) error {
 		return fmt.Errorf("PostgreSQL: %w", err)
 	}
 	if err := e.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("PostgreSQL does not answer: %w", err)
+		return fmt.Errorf("PostgreSQL at %s does not answer: %w", redactURL(dbURL), err)
 	}
 	// The schema that holds the read model and the checkpoints also
 	// remembers the namespace: a Redis that lost it (restarted without
@@ -175,6 +176,34 @@ func (e *env) connect(ctx context.Context, redisURL, dbURL string) error {
 	}
 	return nil
 }
+
+// redactURL is a server URL for messages: its password hidden
+// (url.URL.Redacted), or nothing of it when it does not parse as a URL
+// (a PostgreSQL key=value string, or a URL with a bad port) and may hold
+// a password.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" || u.Query().Has("password") {
+		if hasSecret(s) {
+			return "(not shown: it holds a password)"
+		}
+		return s
+	}
+	return u.Redacted()
+}
+
+// parseError is why a server URL did not parse. The parsers quote the URL
+// in their errors (url.Parse whole, pgx partly redacted) and details such
+// as an "invalid port" can quote part of a password: nothing of the error
+// is kept when the URL may hold one.
+func parseError(s string, err error) error {
+	if hasSecret(s) {
+		return errors.New("it does not parse (in a password, characters such as / @ : % must be percent-encoded)")
+	}
+	return err
+}
+
+func hasSecret(s string) bool { return strings.Contains(s, "@") || strings.Contains(s, "password") }
 
 func (e *env) close() {
 	if e.pool != nil {

@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -46,11 +47,12 @@ func run(redisURL, namespace string, keep bool) error {
 
 	opt, err := rueidis.ParseURL(redisURL)
 	if err != nil {
-		return fmt.Errorf("bad -redis URL: %w", err)
+		// url.Parse quotes the URL, password included, in its error.
+		return fmt.Errorf("bad -redis URL %s: it does not parse (in a password, characters such as / @ : %% must be percent-encoded)", redactURL(redisURL))
 	}
 	client, err := rueidis.NewClient(opt)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", redisURL, err)
+		return fmt.Errorf("connect to %s: %w", redactURL(redisURL), err)
 	}
 	defer client.Close()
 
@@ -58,10 +60,10 @@ func run(redisURL, namespace string, keep bool) error {
 	if err != nil {
 		return err
 	}
-	if n, err := existingKeys(ctx, client, namespace); err != nil {
+	if key, err := anyKey(ctx, client, namespace); err != nil {
 		return err
-	} else if n > 0 {
-		return fmt.Errorf("namespace %q already holds %d keys; pick another with -namespace", namespace, n)
+	} else if key != "" {
+		return fmt.Errorf("namespace %q already holds keys (%s, …); pick another with -namespace", namespace, key)
 	}
 	if keep {
 		defer fmt.Printf("\nkeys kept: redis-cli --scan --pattern '%s:*'\n", namespace)
@@ -147,6 +149,19 @@ func run(redisURL, namespace string, keep bool) error {
 	return nil
 }
 
+// redactURL is a URL for messages, its password hidden; a URL that does
+// not parse is not shown when it may hold a password.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		if strings.Contains(s, "@") {
+			return "(not shown: it holds a password)"
+		}
+		return s
+	}
+	return u.Redacted()
+}
+
 func event(typ, data string) eventstore.EventData {
 	return eventstore.EventData{Type: typ, Data: []byte(data)}
 }
@@ -159,37 +174,59 @@ func show(st eventstore.StreamID, r eventstore.AppendResult) {
 	fmt.Printf("%s: versions %d..%d, partition %d, positions %s\n", st, r.FirstVersion, r.LastVersion, r.Partition, strings.Join(pos, " "))
 }
 
-// existingKeys counts the keys under the namespace, so that the program
-// never mixes its events with (or deletes) someone else's.
-func existingKeys(ctx context.Context, c rueidis.Client, ns string) (int, error) {
-	return scanKeys(ctx, c, ns, func([]string) error { return nil })
-}
-
-// deleteKeys removes every key under the namespace.
-func deleteKeys(ctx context.Context, c rueidis.Client, ns string) (int, error) {
-	return scanKeys(ctx, c, ns, func(keys []string) error {
-		return c.Do(ctx, c.B().Unlink().Key(keys...).Build()).Error()
+// anyKey returns a key under the namespace, or "" when it has none, so
+// that the program never mixes its events with (or deletes) someone
+// else's.
+func anyKey(ctx context.Context, c rueidis.Client, ns string) (string, error) {
+	found := ""
+	err := scanKeys(ctx, c, ns, func(key string) error {
+		found = key
+		return errFound
 	})
+	if errors.Is(err, errFound) {
+		err = nil
+	}
+	return found, err
 }
 
-func scanKeys(ctx context.Context, c rueidis.Client, ns string, each func([]string) error) (int, error) {
+var errFound = errors.New("found")
+
+// deleteKeys removes every key under the namespace and returns how many it
+// removed. Each key is removed by a command of its own: the keys are in
+// many slots of a cluster. A replica lists its master's keys again;
+// UNLINK's reply counts each key once.
+func deleteKeys(ctx context.Context, c rueidis.Client, ns string) (int, error) {
 	n := 0
-	var cursor uint64
-	for {
-		page, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match(globEscape(ns)+":*").Count(1000).Build()).AsScanEntry()
-		if err != nil {
-			return n, err
-		}
-		if len(page.Elements) > 0 {
-			if err := each(page.Elements); err != nil {
-				return n, err
+	err := scanKeys(ctx, c, ns, func(key string) error {
+		removed, err := c.Do(ctx, c.B().Unlink().Key(key).Build()).AsInt64()
+		n += int(removed)
+		return err
+	})
+	return n, err
+}
+
+// scanKeys calls each for every key under the namespace. A cluster spreads
+// a namespace over all its masters, so every node the client knows is
+// scanned, with a SCAN cursor of its own.
+func scanKeys(ctx context.Context, c rueidis.Client, ns string, each func(key string) error) error {
+	for _, node := range c.Nodes() {
+		var cursor uint64
+		for {
+			page, err := node.Do(ctx, node.B().Scan().Cursor(cursor).Match(globEscape(ns)+":*").Count(1000).Build()).AsScanEntry()
+			if err != nil {
+				return err
 			}
-			n += len(page.Elements)
-		}
-		if cursor = page.Cursor; cursor == 0 {
-			return n, nil
+			for _, k := range page.Elements {
+				if err := each(k); err != nil {
+					return err
+				}
+			}
+			if cursor = page.Cursor; cursor == 0 {
+				break
+			}
 		}
 	}
+	return nil
 }
 
 // globEscape quotes the characters SCAN MATCH treats as a pattern, so that

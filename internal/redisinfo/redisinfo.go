@@ -2,7 +2,8 @@
 // which nodes a client reaches and which of them are masters, INFO and
 // CONFIG GET per node, and the eviction policy of every node.
 //
-// The event store's start-up guard and `redsource doctor` use it. Managed
+// It is meant for a start-up guard of the event store and is what
+// `redsource doctor` and the test helpers that walk every master use. Managed
 // Redis services often refuse CONFIG (or rename it) and ACL users may be
 // refused INFO; the functions say so with an error that [Refused]
 // recognises, so that a caller can report "not allowed to look" instead of
@@ -111,8 +112,11 @@ func Info(ctx context.Context, c rueidis.Client, sections ...string) (map[string
 	return ParseInfo(text), nil
 }
 
-// ParseInfo parses the text of an INFO reply.
+// ParseInfo parses the text of an INFO (or CLUSTER INFO) reply.
 func ParseInfo(text string) map[string]string {
+	// Over RESP3 the reply is a verbatim string, which rueidis hands over
+	// with its format prefix.
+	text = strings.TrimPrefix(text, "txt:")
 	fields := map[string]string{}
 	for line := range strings.Lines(text) {
 		line = strings.TrimRight(line, "\r\n")
@@ -144,7 +148,7 @@ var ErrNoSuchParameter = errors.New("redisinfo: no such config parameter")
 
 // Config returns one parameter of CONFIG GET.
 func Config(ctx context.Context, c rueidis.Client, param string) (string, error) {
-	m, err := c.Do(ctx, c.B().ConfigGet().Parameter(param).Build()).AsStrMap()
+	m, err := Configs(ctx, c, param)
 	if err != nil {
 		return "", err
 	}
@@ -153,6 +157,12 @@ func Config(ctx context.Context, c rueidis.Client, param string) (string, error)
 		return "", fmt.Errorf("%w: %q", ErrNoSuchParameter, param)
 	}
 	return v, nil
+}
+
+// Configs returns several parameters with one CONFIG GET (Redis 7.0+);
+// a parameter the server does not have is missing from the map.
+func Configs(ctx context.Context, c rueidis.Client, params ...string) (map[string]string, error) {
+	return c.Do(ctx, c.B().ConfigGet().Parameter(params...).Build()).AsStrMap()
 }
 
 // Policy is one node's maxmemory-policy.
@@ -174,12 +184,13 @@ func EvictionPolicies(ctx context.Context, c rueidis.Client) []Policy {
 	nodes := Nodes(c)
 	out := make([]Policy, len(nodes))
 	for i, n := range nodes {
-		out[i] = evictionPolicy(ctx, n)
+		out[i] = EvictionPolicy(ctx, n)
 	}
 	return out
 }
 
-func evictionPolicy(ctx context.Context, n Node) Policy {
+// EvictionPolicy is EvictionPolicies for one node.
+func EvictionPolicy(ctx context.Context, n Node) Policy {
 	p := Policy{Addr: n.Addr}
 	v, err := Config(ctx, n.Client, "maxmemory-policy")
 	if err == nil {

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -18,6 +19,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/rueidis"
+
+	"github.com/redsource/redsource/internal/redisinfo"
 )
 
 // Default server addresses, used when the environment names none.
@@ -85,28 +88,91 @@ func RedisAt(tb testing.TB, url string) rueidis.Client {
 func Namespace(tb testing.TB, c rueidis.Client) string {
 	tb.Helper()
 	ns := Unique("t")
-	tb.Cleanup(func() { DeleteNamespace(c, ns) })
+	tb.Cleanup(func() {
+		if err := DeleteNamespace(c, ns); err != nil {
+			tb.Logf("testenv: keys of namespace %q may be left in Redis: %v", ns, err)
+		}
+	})
 	return ns
 }
 
-// DeleteNamespace removes every key that starts with ns + ":".
-func DeleteNamespace(c rueidis.Client, ns string) {
+// DeleteNamespace removes every key that starts with ns + ":", on every
+// master of the deployment (a cluster spreads a namespace over all of
+// them), with one UNLINK per key: keys of a namespace are in many slots,
+// and a multi-key command across slots is refused by a cluster (rueidis
+// panics on one).
+func DeleteNamespace(c rueidis.Client, ns string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var cursor uint64
-	for {
-		e, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match(ns+":*").Count(1000).Build()).AsScanEntry()
-		if err != nil {
-			return
+	return scanMasters(ctx, c, GlobEscape(ns)+":*", "", func(page []string) error {
+		cmds := make(rueidis.Commands, len(page))
+		for i, k := range page {
+			cmds[i] = c.B().Unlink().Key(k).Build()
 		}
-		for _, k := range e.Elements {
-			c.Do(ctx, c.B().Unlink().Key(k).Build())
+		for _, r := range c.DoMulti(ctx, cmds...) {
+			if err := r.Error(); err != nil {
+				return err
+			}
 		}
-		if e.Cursor == 0 {
-			return
-		}
-		cursor = e.Cursor
+		return nil
+	})
+}
+
+// ScanKeys returns the keys that match a SCAN MATCH pattern on every
+// master, one SCAN cursor per master; typ, if not empty, keeps the keys of
+// that type (SCAN TYPE).
+func ScanKeys(ctx context.Context, c rueidis.Client, match, typ string) ([]string, error) {
+	var keys []string
+	err := scanMasters(ctx, c, match, typ, func(page []string) error {
+		keys = append(keys, page...)
+		return nil
+	})
+	return keys, err
+}
+
+func scanMasters(ctx context.Context, c rueidis.Client, match, typ string, each func(page []string) error) error {
+	masters, err := redisinfo.Masters(ctx, c)
+	if err != nil {
+		return err
 	}
+	for _, m := range masters {
+		var cursor uint64
+		for {
+			scan := m.Client.B().Scan().Cursor(cursor).Match(match).Count(1000)
+			var cmd rueidis.Completed
+			if typ != "" {
+				cmd = scan.Type(typ).Build()
+			} else {
+				cmd = scan.Build()
+			}
+			page, err := m.Client.Do(ctx, cmd).AsScanEntry()
+			if err != nil {
+				return fmt.Errorf("SCAN on %s: %w", m.Addr, err)
+			}
+			if len(page.Elements) > 0 {
+				if err := each(page.Elements); err != nil {
+					return err
+				}
+			}
+			if cursor = page.Cursor; cursor == 0 {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// GlobEscape quotes what SCAN MATCH treats as a pattern, so that a
+// namespace such as "a*" matches only itself.
+func GlobEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // Postgres returns a pool whose connections use a fresh schema as their
