@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/redsource/redsource/eventstore"
 	"github.com/redsource/redsource/internal/testenv"
 )
 
@@ -125,6 +126,9 @@ func TestDoctorRestrictedUser(t *testing.T) {
 	t.Parallel()
 	s := testenv.StartRedisServer(t, "--maxmemory-policy", "allkeys-lru")
 	w := newWorldAt(t, s.URL(), 4)
+	var err error
+	w.store, err = eventstore.New(w.rc, eventstore.Config{Namespace: w.ns, Partitions: 4, AllowEviction: true}) // seeding only
+	require.NoError(t, err)
 	w.append("account", "a1", "Opened", `{}`) // HSETNX is checked on the categories hash
 	s.Do(t, strings.Fields("ACL SETUSER app on >pw ~"+w.ns+":* -@all +@read +@write +@stream +@connection +@scripting -@dangerous +time")...)
 	w.redisURL = s.URL("app:pw")
