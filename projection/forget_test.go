@@ -175,3 +175,37 @@ func TestStoppedPartitionRunsAgainAfterRestore(t *testing.T) {
 	e.waitCount(t, "restore", 6)
 	e.checkFold(t, "restore")
 }
+
+// Accepting a loss: an in-place rebuild after a regression realigns the
+// read model with what the log holds now and clears the stop.
+func TestRebuildAfterARegression(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	e.appendEvents(t, 3, 2, "r")
+	p := e.ledger(t, "accept", "accept", nil)
+	p.Reset = func(ctx context.Context, tx pgxTx) error { _, err := tx.Exec(ctx, "TRUNCATE accept"); return err }
+	require.NoError(t, projection.CatchUp(e.ctx, e.config(), p, projection.RebuildOptions{}))
+
+	c := e.store.Client()
+	log := e.store.LogKey("acc", 0)
+	last, err := c.Do(e.ctx, c.B().Xrevrange().Key(log).End("+").Start("-").Count(1).Build()).AsXRange()
+	require.NoError(t, err)
+	require.NoError(t, c.Do(e.ctx, c.B().Xdel().Key(log).Id(last[0].ID).Build()).Error())
+	r, err := projection.NewRunner(e.config(), p)
+	require.NoError(t, err)
+	stop := e.start(t, r)
+	admin := projection.NewAdmin(e.pool, e.schema)
+	require.Eventually(t, func() bool {
+		var stopped string
+		require.NoError(t, e.pool.QueryRow(e.ctx, "SELECT stopped FROM checkpoints WHERE projection = 'accept'").Scan(&stopped))
+		return stopped == "log_regressed"
+	}, 30*time.Second, 20*time.Millisecond)
+	stop()
+
+	require.NoError(t, projection.Rebuild(e.ctx, e.config(), p, projection.RebuildOptions{}))
+	require.Equal(t, int64(5), e.count(t, "accept"), "the read model holds what the log holds now")
+	st, err := admin.Status(e.ctx, e.store, "accept")
+	require.NoError(t, err)
+	require.Empty(t, st[0].Stopped)
+	require.Empty(t, st[0].LastError)
+}

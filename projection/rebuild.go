@@ -170,7 +170,7 @@ func (r *Runner) reset(ctx context.Context, p Projection, units []unit) error {
 			return fmt.Errorf("Reset: %w", err)
 		}
 		if _, err := tx.Exec(ctx, "UPDATE "+r.table("checkpoints")+" SET position = '0-0', event_id = NULL, applied = 0,"+
-			" generation = generation + 1, fence = fence + 1, owner = '', last_error = '', updated_at = now() WHERE projection = $1", p.ID()); err != nil {
+			" generation = generation + 1, fence = fence + 1, owner = '', last_error = '', stopped = '', updated_at = now() WHERE projection = $1", p.ID()); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, "DELETE FROM "+r.table("held_events")+" WHERE projection = $1", p.ID())
