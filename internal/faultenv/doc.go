@@ -45,14 +45,15 @@
 //
 //	func TestMain(m *testing.M) {
 //		faultenv.RunHelper(helpers)
-//		goleak.VerifyTestMain(faultenv.Settled(m, 5*time.Second))
+//		testenv.VerifyTestMain(m)
 //	}
 //
 //	p := faultenv.Spawn(t, "projector", "RS_NS="+ns)
 //	_ = p.Kill()
 //
-// [Settled] lets goroutines that rueidis leaves for up to a second after
-// Close end before goleak looks.
+// testenv.VerifyTestMain lets goroutines that rueidis leaves behind a
+// closed client end before goleak looks; [Settled] does the same for a
+// TestMain that calls goleak.VerifyTestMain itself.
 //
 // # Checking the outcome
 //

@@ -29,7 +29,7 @@ type Helpers map[string]func() int
 //
 //	func TestMain(m *testing.M) {
 //		faultenv.RunHelper(helpers)
-//		goleak.VerifyTestMain(m)
+//		testenv.VerifyTestMain(m)
 //	}
 //
 // A name missing from helpers exits with code 2 and a message, so a typo
