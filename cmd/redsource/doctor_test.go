@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -10,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/redsource/redsource/eventstore"
-	"github.com/redsource/redsource/internal/testenv"
+	"github.com/redsource/redsource/internal/redisproc"
 )
 
 // doctor runs `redsource doctor --json` and decodes the report.
@@ -54,8 +53,7 @@ var singleNodeChecks = []string{
 // A server set up as docs/operations.md says passes every check.
 func TestDoctorAllOK(t *testing.T) {
 	t.Parallel()
-	s := testenv.StartRedisServer(t, "--appendonly", "yes", "--appendfsync", "always",
-		"--maxmemory", "64mb", "--maxmemory-policy", "noeviction")
+	s := redisproc.Start(t, redisproc.Options{AOF: "always", MaxMemory: "64mb", Policy: "noeviction"})
 	w := newWorldAt(t, s.URL(), 4)
 	w.append("account", "a1", "Opened", `{}`)
 
@@ -88,7 +86,7 @@ func TestDoctorAllOK(t *testing.T) {
 
 func TestDoctorUnsafe(t *testing.T) {
 	t.Parallel()
-	s := testenv.StartRedisServer(t, "--maxmemory-policy", "allkeys-lru", "--appendfsync", "everysec")
+	s := redisproc.Start(t, redisproc.Options{Policy: "allkeys-lru", Args: []string{"--appendfsync", "everysec"}})
 	w := newWorldAt(t, s.URL(), 4)
 
 	out, errs, code := w.run("doctor")
@@ -105,9 +103,9 @@ func TestDoctorUnsafe(t *testing.T) {
 	require.Empty(t, rows(rep, "appendfsync"), "no AOF: its fsync does not matter")
 
 	// volatile-* warns; with the AOF on, everysec warns.
-	s.Do(t, "CONFIG", "SET", "maxmemory-policy", "volatile-lru")
-	s.Do(t, "CONFIG", "SET", "appendonly", "yes")
-	s.Do(t, "CONFIG", "SET", "no-appendfsync-on-rewrite", "yes")
+	s.Command(t, "CONFIG", "SET", "maxmemory-policy", "volatile-lru")
+	s.Command(t, "CONFIG", "SET", "appendonly", "yes")
+	s.Command(t, "CONFIG", "SET", "no-appendfsync-on-rewrite", "yes")
 	rep, errs, code = w.doctor()
 	require.Equal(t, 0, code, errs)
 	require.Equal(t, verdictWarn, row(t, rep, "maxmemory-policy", s.Addr()).Verdict)
@@ -124,14 +122,14 @@ func TestDoctorUnsafe(t *testing.T) {
 // checks that need INFO or CONFIG unknown, which do not fail the run.
 func TestDoctorRestrictedUser(t *testing.T) {
 	t.Parallel()
-	s := testenv.StartRedisServer(t, "--maxmemory-policy", "allkeys-lru")
+	s := redisproc.Start(t, redisproc.Options{Policy: "allkeys-lru"})
 	w := newWorldAt(t, s.URL(), 4)
 	var err error
 	w.store, err = eventstore.New(w.rc, eventstore.Config{Namespace: w.ns, Partitions: 4, AllowEviction: true}) // seeding only
 	require.NoError(t, err)
 	w.append("account", "a1", "Opened", `{}`) // HSETNX is checked on the categories hash
-	s.Do(t, strings.Fields("ACL SETUSER app on >pw ~"+w.ns+":* -@all +@read +@write +@stream +@connection +@scripting -@dangerous +time")...)
-	w.redisURL = s.URL("app:pw")
+	s.Command(t, strings.Fields("ACL SETUSER app on >pw ~"+w.ns+":* -@all +@read +@write +@stream +@connection +@scripting -@dangerous +time")...)
+	w.redisURL = s.UserURL("app", "pw")
 
 	rep, errs, code := w.doctor()
 	require.Equal(t, 0, code, "allkeys-lru is not visible to this user: unknown, not unsafe\n%s", errs)
@@ -149,8 +147,8 @@ func TestDoctorRestrictedUser(t *testing.T) {
 
 	// A user who may run INFO but not CONFIG: the policy comes from INFO,
 	// the settings only CONFIG has are unknown.
-	s.Do(t, strings.Fields("ACL SETUSER noconfig on >pw ~* +@all -config")...)
-	w.redisURL = s.URL("noconfig:pw")
+	s.Command(t, strings.Fields("ACL SETUSER noconfig on >pw ~* +@all -config")...)
+	w.redisURL = s.UserURL("noconfig", "pw")
 	rep, errs, code = w.doctor()
 	require.Equal(t, exitUnsafe, code, errs)
 	require.Equal(t, checkJSON{Check: "maxmemory-policy", Node: s.Addr(), Value: "allkeys-lru (from INFO memory)", Verdict: verdictUnsafe,
@@ -159,8 +157,8 @@ func TestDoctorRestrictedUser(t *testing.T) {
 	require.Equal(t, verdictWarn, row(t, rep, "maxmemory", s.Addr()).Verdict, "from INFO memory")
 
 	// Without +@scripting the append script cannot run.
-	s.Do(t, strings.Fields("ACL SETUSER noscript on >pw ~"+w.ns+":* -@all +@read +@write +@stream +@connection -@dangerous +time")...)
-	w.redisURL = s.URL("noscript:pw")
+	s.Command(t, strings.Fields("ACL SETUSER noscript on >pw ~"+w.ns+":* -@all +@read +@write +@stream +@connection -@dangerous +time")...)
+	w.redisURL = s.UserURL("noscript", "pw")
 	rep, errs, code = w.doctor()
 	require.Equal(t, exitUnsafe, code, errs)
 	p := row(t, rep, "permissions", s.Addr())
@@ -170,7 +168,7 @@ func TestDoctorRestrictedUser(t *testing.T) {
 	require.Contains(t, p.Fix, "~"+w.ns+":* -@all +@read +@write +@stream +@connection +@scripting -@dangerous +time")
 
 	// Keys outside the user's pattern are what the namespace check is for.
-	w.redisURL = s.URL("app:pw")
+	w.redisURL = s.UserURL("app", "pw")
 	out, errs, code := w.run("doctor", "--json", "--namespace", "elsewhere")
 	require.Equal(t, exitUnsafe, code, errs)
 	require.NoError(t, json.Unmarshal([]byte(out), &rep))
@@ -184,7 +182,7 @@ func TestDoctorRestrictedUser(t *testing.T) {
 // A clock that went back: the newest log ID is ahead of the server time.
 func TestDoctorClock(t *testing.T) {
 	t.Parallel()
-	s := testenv.StartRedisServer(t, "--appendonly", "yes", "--appendfsync", "always", "--maxmemory", "64mb")
+	s := redisproc.Start(t, redisproc.Options{AOF: "always", MaxMemory: "64mb"})
 	w := newWorldAt(t, s.URL(), 4)
 	w.seedAccounts() // entries at 2100-01-01
 	rep, errs, code := w.doctor()
@@ -199,10 +197,10 @@ func TestDoctorClock(t *testing.T) {
 // hangs.
 func TestDoctorReplica(t *testing.T) {
 	t.Parallel()
-	master := testenv.StartRedisServer(t, "--appendonly", "yes", "--appendfsync", "always", "--maxmemory", "64mb", "--repl-diskless-sync-delay", "0")
-	replica := testenv.StartRedisServer(t, "--replicaof", "127.0.0.1", strconv.Itoa(master.Port))
+	master := redisproc.Start(t, redisproc.Options{AOF: "always", MaxMemory: "64mb"})
+	replica := redisproc.Start(t, redisproc.Options{ReplicaOf: master})
 	w := newWorldAt(t, master.URL(), 4)
-	waitFor(t, func() bool { return strings.Contains(master.Do(t, "INFO", "replication"), "state=online") })
+	waitFor(t, func() bool { return strings.Contains(master.Command(t, "INFO", "replication"), "state=online") })
 
 	rep, errs, code := w.doctor()
 	require.Equal(t, 0, code, errs)
@@ -212,12 +210,12 @@ func TestDoctorReplica(t *testing.T) {
 	require.Regexp(t, `^127\.0\.0\.1:\d+ online, offset \d+, \S+ \S+ behind, last ack \ds ago$`, r.Value)
 
 	// A hung replica acknowledges nothing while the master takes 2 MiB.
-	replica.Pause(t)
+	require.NoError(t, replica.Pause())
 	for range 2 {
 		w.append("account", "a1", "Big", string(bigJSON(1<<20-3)))
 	}
 	rep, errs, code = w.doctor()
-	replica.Resume(t)
+	require.NoError(t, replica.Resume())
 	require.Equal(t, 0, code, errs)
 	r = row(t, rep, "replica", master.Addr())
 	require.Equal(t, verdictWarn, r.Verdict, "%+v", r)
@@ -227,7 +225,10 @@ func TestDoctorReplica(t *testing.T) {
 // On a cluster every node is checked: masters and replicas.
 func TestDoctorCluster(t *testing.T) {
 	t.Parallel()
-	nodes := testenv.StartRedisCluster(t, 3, 1, "--appendonly", "yes", "--appendfsync", "always", "--maxmemory", "64mb")
+	// A 5 s node timeout: the node paused below is not marked failed
+	// while the doctor runs.
+	nodes := redisproc.StartCluster(t, redisproc.ClusterOptions{Masters: 3, ReplicasPerMaster: 1, NodeTimeout: 5 * time.Second,
+		AOF: "always", Args: []string{"--maxmemory", "64mb"}}).Nodes()
 	w := newWorldAt(t, nodes[0].URL(), 8)
 	w.append("account", "a1", "Opened", `{}`)
 	rep, errs, code := w.doctor()
@@ -269,10 +270,10 @@ func TestDoctorCluster(t *testing.T) {
 	line := strings.Fields(aclLine("app", w.ns, true))
 	line = append(line[:3], append([]string{">pw"}, line[3:]...)...)
 	for _, n := range nodes {
-		n.Do(t, line...)
+		n.Command(t, line...)
 	}
-	nodes[4].Do(t, "ACL", "SETUSER", "app", "-xack")
-	w.redisURL = nodes[0].URL("app:pw")
+	nodes[4].Command(t, "ACL", "SETUSER", "app", "-xack")
+	w.redisURL = nodes[0].UserURL("app", "pw")
 	rep, errs, code = w.doctor()
 	require.Equal(t, exitUnsafe, code, errs)
 	for i, n := range nodes {
@@ -287,16 +288,16 @@ func TestDoctorCluster(t *testing.T) {
 
 	// A node that hangs is reported, and the others are still checked.
 	w.redisURL = nodes[0].URL()
-	var hung *testenv.RedisServer
+	var hung *redisproc.Server
 	for _, n := range nodes[1:] {
-		if strings.HasPrefix(n.Do(t, "ROLE"), "slave") {
+		if strings.HasPrefix(n.Command(t, "ROLE"), "slave") {
 			hung = n
 			break
 		}
 	}
-	hung.Pause(t)
+	require.NoError(t, hung.Pause())
 	rep, errs, code = w.doctor()
-	hung.Resume(t)
+	require.NoError(t, hung.Resume())
 	require.Equal(t, exitUnsafe, code, errs)
 	require.Equal(t, 1, rep.Unsafe, "%+v", rep.Checks)
 	c := row(t, rep, "node", hung.Addr())

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
 
+	"github.com/redsource/redsource/internal/redisproc"
 	"github.com/redsource/redsource/internal/testenv"
 )
 
@@ -43,8 +44,8 @@ func TestNoPasswordInOutput(t *testing.T) {
 // The demo's wipe removes the namespace from every master of a cluster.
 func TestDeleteKeysCluster(t *testing.T) {
 	t.Parallel()
-	nodes := testenv.StartRedisCluster(t, 3, 0)
-	c := testenv.RedisAt(t, nodes[0].URL())
+	cluster := redisproc.StartCluster(t, redisproc.ClusterOptions{Masters: 3})
+	c := testenv.RedisAt(t, cluster.Nodes()[0].URL())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	ns := testenv.Unique("t")

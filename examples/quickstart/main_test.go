@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/redsource/redsource/internal/redisproc"
 	"github.com/redsource/redsource/internal/testenv"
 )
 
@@ -25,12 +26,12 @@ func TestQuickstart(t *testing.T) {
 // and removes its keys from all of them.
 func TestQuickstartCluster(t *testing.T) {
 	t.Parallel()
-	nodes := testenv.StartRedisCluster(t, 3, 0)
+	seed := redisproc.StartCluster(t, redisproc.ClusterOptions{Masters: 3}).Nodes()[0]
 	ns := testenv.Unique("t")
-	require.NoError(t, run(nodes[0].URL(), ns, false))
+	require.NoError(t, run(seed.URL(), ns, false))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	keys, err := testenv.ScanKeys(ctx, testenv.RedisAt(t, nodes[0].URL()), ns+":*", "")
+	keys, err := testenv.ScanKeys(ctx, testenv.RedisAt(t, seed.URL()), ns+":*", "")
 	require.NoError(t, err)
 	require.Empty(t, keys)
 }

@@ -15,67 +15,6 @@ import (
 	"github.com/redsource/redsource/internal/testenv"
 )
 
-func TestKeySlot(t *testing.T) {
-	t.Parallel()
-	// Values from CLUSTER KEYSLOT and the Redis Cluster specification.
-	require.Equal(t, 12182, faultenv.KeySlot("foo"))
-	require.Equal(t, 12739, faultenv.KeySlot("123456789"))
-	require.Equal(t, faultenv.KeySlot("user1000"), faultenv.KeySlot("{user1000}.following"))
-	require.Equal(t, faultenv.KeySlot("{}x"), faultenv.KeySlot("{}x"))
-	require.NotEqual(t, faultenv.KeySlot(""), faultenv.KeySlot("{}x"), "an empty tag hashes the whole key")
-	require.Equal(t, faultenv.KeySlot("bar"), faultenv.KeySlot("foo{bar}{zap}"))
-}
-
-// Three masters come up; a key written through rueidis lives on the
-// master MasterOf names, and the harness's slot function agrees with the
-// server's.
-func TestClusterUp(t *testing.T) {
-	t.Parallel()
-	ctx := testCtx(t)
-	start := time.Now()
-	c := faultenv.StartCluster(t, faultenv.ClusterOptions{Masters: 3})
-	t.Logf("3-master cluster up in %v", time.Since(start).Round(time.Millisecond))
-	require.Len(t, c.Nodes(), 3)
-	masters, err := c.Masters(ctx)
-	require.NoError(t, err)
-	require.Len(t, masters, 3)
-
-	client := testenv.RedisAt(t, c.URL())
-	require.Len(t, client.Nodes(), 3, "rueidis runs in cluster mode")
-	seen := map[*faultenv.Server]bool{}
-	for i := range 30 {
-		key := fmt.Sprintf("k%d", i)
-		require.NoError(t, client.Do(ctx, client.B().Set().Key(key).Value(key).Build()).Error())
-		m, err := c.MasterOf(ctx, key)
-		require.NoError(t, err)
-		seen[m] = true
-		v, err := m.Do(ctx, "GET", key)
-		require.NoError(t, err, "the key is on the master MasterOf names")
-		require.Equal(t, key, v)
-		slot, err := m.Do(ctx, "CLUSTER", "KEYSLOT", key)
-		require.NoError(t, err)
-		require.Equal(t, int64(faultenv.KeySlot(key)), slot)
-	}
-	require.Len(t, seen, 3, "30 keys spread over every master")
-	r, err := c.ReplicaOf(ctx, masters[0])
-	require.NoError(t, err)
-	require.Nil(t, r)
-
-	// A Dropper sees every connection of a cluster client.
-	d := faultenv.NewDropper(3)
-	dc := dropClient(t, c.URL(), d)
-	for _, key := range []string{"k1", "k2", "k3"} {
-		d.DropNext(1)
-		err := dc.Do(ctx, dc.B().Incr().Key(key+"n").Build()).Error()
-		require.ErrorIs(t, err, faultenv.ErrReplyDropped)
-		m, err := c.MasterOf(ctx, key+"n")
-		require.NoError(t, err)
-		require.Equal(t, int64(1), counter(t, ctx, m, key+"n"), "it ran on %s", m.Addr())
-	}
-	require.Equal(t, 3, d.Stats().Dropped)
-	require.GreaterOrEqual(t, d.Stats().Dials, 3, "a connection per master at least")
-}
-
 // A master with a replica is killed under appends: the replica is
 // promoted, appends to its slots resume, and the log holds no duplicate
 // and no gap. The test measures how long appends were refused, on the

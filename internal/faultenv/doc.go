@@ -6,52 +6,18 @@
 // redis-server processes (Redis 7.0+) and never touches a server it did
 // not start.
 //
-// # Servers
+// # Servers and clusters
 //
-// [Start] runs a private redis-server on a free loopback port in the
-// test's temp directory, with every setting the harness relies on given
-// explicitly ([Options]: AOF fsync policy, maxmemory and policy, no RDB
-// snapshots, no automatic AOF rewrite), and stops it when the test ends:
+// The private servers are package redisproc's, named here too: [Start]
+// runs a redis-server that the test owns ([Options], [Server]) and
+// [StartCluster] a Redis Cluster of them ([ClusterOptions], [Cluster]).
+// Faults act on those processes by their PID: [redisproc.Server.Kill],
+// [redisproc.Server.Pause], [redisproc.Server.CutAOFBack] (a power
+// loss), [redisproc.Cluster.WaitFailover] after a master is killed; the
+// package documentation of [redisproc] has them all.
 //
 //	srv := faultenv.Start(t, faultenv.Options{AOF: "everysec"})
 //	client := testenv.RedisAt(t, srv.URL())
-//
-// Faults act on that process by its PID: [Server.Kill] (SIGKILL),
-// [Server.Stop] (SIGTERM), [Server.Pause] and [Server.Resume]
-// (SIGSTOP/SIGCONT), [Server.Restart] on the same port and directory,
-// [Server.Wipe] (a restart without persistence). Each returns once the
-// change is done: after a restart the server has loaded its data.
-//
-// Losing the end of the AOF: [Server.CutAOF] tears the last n bytes off
-// (a torn write), [Server.CutAOFBack] truncates it to its size of d ago (a
-// power loss with appendfsync everysec), and [Server.SnapshotAOF] with
-// [Server.RestoreAOF] put back an earlier copy. Each kills the server
-// first and restarts it after; Redis loads the valid prefix and reverts a
-// script cut in half as a whole.
-//
-// [Server.Do] sends one command on its own connection, for the test's own
-// checks (INFO, CONFIG SET, DEBUG SLEEP); [Server.LogTail] is for failure
-// messages, and is logged by itself when a test fails.
-//
-// # Clusters
-//
-// [StartCluster] starts Masters×(1+ReplicasPerMaster) nodes, creates the
-// cluster with redis-cli and returns once every node agrees that all
-// slots are served. [Cluster.URL] names every node:
-// redis://127.0.0.1:P1?addr=127.0.0.1:P2&addr=..., which rueidis.ParseURL
-// turns into InitAddress; rueidis then finds the cluster by itself.
-// [Cluster.MasterOf] says which master serves a key (through [KeySlot],
-// so a partition's hash tag finds its node); kill it and
-// [Cluster.WaitFailover] returns the promoted replica once every running
-// node reports cluster_state:ok again:
-//
-//	m, _ := c.MasterOf(ctx, store.LogKey("acc", 3))
-//	_ = m.Kill()
-//	promoted, err := c.WaitFailover(ctx, m)
-//
-// With a 2s node timeout, appends to the dead master's slots fail (connection
-// refused) for about 4s; appends elsewhere get CLUSTERDOWN for about 1s
-// while the failover completes (cluster-require-full-coverage).
 //
 // # Lost replies
 //
@@ -79,14 +45,15 @@
 //
 //	func TestMain(m *testing.M) {
 //		faultenv.RunHelper(helpers)
-//		goleak.VerifyTestMain(faultenv.Settled(m, 5*time.Second))
+//		testenv.VerifyTestMain(m)
 //	}
 //
 //	p := faultenv.Spawn(t, "projector", "RS_NS="+ns)
 //	_ = p.Kill()
 //
-// [Settled] lets goroutines that rueidis leaves for up to a second after
-// Close end before goleak looks.
+// testenv.VerifyTestMain lets goroutines that rueidis leaves behind a
+// closed client end before goleak looks; [Settled] does the same for a
+// TestMain that calls goleak.VerifyTestMain itself.
 //
 // # Checking the outcome
 //

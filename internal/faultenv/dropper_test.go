@@ -3,6 +3,7 @@ package faultenv_test
 import (
 	"errors"
 	"net"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -49,7 +50,7 @@ func TestDropperDropsReply(t *testing.T) {
 	var re *rueidis.RedisError
 	require.False(t, errors.As(err, &re), "not a Redis error reply")
 	require.Equal(t, faultenv.Unknown, faultenv.Classify(err))
-	require.Equal(t, int64(2), counter(t, ctx, s, "n"), "the command ran")
+	require.Equal(t, "2", s.Command(t, "GET", "n"), "the command ran")
 
 	n, err = incrC()
 	require.NoError(t, err)
@@ -73,7 +74,7 @@ func TestDropperDropsReply(t *testing.T) {
 	require.NoError(t, err)
 	err = c.Do(ctx, c.B().Eval().Script("return redis.call('INCR', KEYS[1])").Numkeys(1).Key("n").Build()).Error()
 	require.ErrorIs(t, err, faultenv.ErrReplyDropped)
-	require.Equal(t, int64(5), counter(t, ctx, s, "n"))
+	require.Equal(t, "5", s.Command(t, "GET", "n"))
 	d.Only()
 
 	// Every write dropped: each INCR fails and each ran.
@@ -83,7 +84,7 @@ func TestDropperDropsReply(t *testing.T) {
 		require.ErrorIs(t, err, faultenv.ErrReplyDropped)
 	}
 	d.SetRate(0)
-	require.Equal(t, int64(10), counter(t, ctx, s, "n"))
+	require.Equal(t, "10", s.Command(t, "GET", "n"))
 
 	// Refused dials look like a server that is down; nothing is sent.
 	d.Refuse(true)
@@ -91,7 +92,7 @@ func TestDropperDropsReply(t *testing.T) {
 	_, err = incrC()
 	require.ErrorIs(t, err, syscall.ECONNREFUSED)
 	require.Equal(t, faultenv.Failed, faultenv.Classify(err))
-	require.Equal(t, int64(10), counter(t, ctx, s, "n"))
+	require.Equal(t, "10", s.Command(t, "GET", "n"))
 	require.Positive(t, d.Stats().Refused)
 	d.Refuse(false)
 	n, err = incrC()
@@ -133,10 +134,30 @@ func TestDropperPipelined(t *testing.T) {
 	wg.Wait()
 	require.Empty(t, other)
 	d.SetRate(0)
-	n := counter(t, ctx, s, "n")
+	n, err := strconv.ParseInt(s.Command(t, "GET", "n"), 10, 64)
+	require.NoError(t, err)
 	st := d.Stats()
 	t.Logf("800 INCRs: %d ok, %d failed, %d ran; %d of %d writes dropped", ok, failed, n, st.Dropped, st.Requests)
 	require.Positive(t, failed)
 	require.GreaterOrEqual(t, n, ok)
 	require.LessOrEqual(t, n, ok+failed)
+}
+
+// A Dropper sees every connection of a cluster client.
+func TestDropperCluster(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	c := faultenv.StartCluster(t, faultenv.ClusterOptions{Masters: 3})
+	d := faultenv.NewDropper(3)
+	dc := dropClient(t, c.URL(), d)
+	for _, key := range []string{"k1", "k2", "k3"} {
+		d.DropNext(1)
+		err := dc.Do(ctx, dc.B().Incr().Key(key).Build()).Error()
+		require.ErrorIs(t, err, faultenv.ErrReplyDropped)
+		m, err := c.MasterOf(ctx, key)
+		require.NoError(t, err)
+		require.Equal(t, "1", m.Command(t, "GET", key), "it ran on %s", m.Addr())
+	}
+	require.Equal(t, 3, d.Stats().Dropped)
+	require.GreaterOrEqual(t, d.Stats().Dials, 3, "a connection per master at least")
 }

@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"testing"
+	"time"
 
 	"github.com/redsource/redsource/internal/faultenv"
 )
@@ -22,4 +24,10 @@ var helpers = faultenv.Helpers{
 		return 0
 	},
 	"exit3": func() int { return 3 },
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	t.Cleanup(cancel)
+	return ctx
 }

@@ -2,14 +2,12 @@ package faultenv_test
 
 import (
 	"testing"
-	"time"
-
-	"go.uber.org/goleak"
 
 	"github.com/redsource/redsource/internal/faultenv"
+	"github.com/redsource/redsource/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
 	faultenv.RunHelper(helpers)
-	goleak.VerifyTestMain(faultenv.Settled(m, 5*time.Second))
+	testenv.VerifyTestMain(m)
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redsource/redsource/internal/redisproc"
 	"github.com/redsource/redsource/internal/testenv"
 )
 
@@ -28,7 +29,7 @@ type Helpers map[string]func() int
 //
 //	func TestMain(m *testing.M) {
 //		faultenv.RunHelper(helpers)
-//		goleak.VerifyTestMain(m)
+//		testenv.VerifyTestMain(m)
 //	}
 //
 // A name missing from helpers exits with code 2 and a message, so a typo
@@ -68,7 +69,7 @@ func Spawn(tb testing.TB, name string, env ...string) *Process {
 	cmd.Env = append(append(os.Environ(), helperEnv+"="+name), env...)
 	p := &Process{Name: name, Stdout: &testenv.Buffer{}, Stderr: &testenv.Buffer{}, cmd: cmd, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.Stdout, p.Stderr
-	cmd.SysProcAttr = sysProcAttr()
+	redisproc.DieWithParent(cmd)
 	// A grandchild holding the output pipes must not hold up Wait.
 	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {

@@ -4,19 +4,19 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/redsource/redsource/internal/testenv"
 )
 
-// Settled wraps m for goleak.VerifyTestMain: after the tests ran, it gives
-// goroutines that outlive a closed client up to wait to end before goleak
-// looks. A rueidis cluster client leaves a topology refresh
-// ((*call).DelayDo) sleeping up to 1s after Close when a connection
-// failed, longer than goleak's own retries (about 0.4s in v1.3.0, not
-// configurable). Nothing is ignored: a goroutine still there after wait is
-// reported.
+// Settled wraps m for goleak.VerifyTestMain: after the tests ran, it waits
+// up to wait for goroutines that outlive a closed rueidis client to end
+// ([testenv.FindLeaks]; [testenv.LeakWait] says which and why) before
+// goleak looks. Nothing is ignored: a goroutine still there after wait is
+// reported. [testenv.VerifyTestMain] does the same as a whole TestMain:
 //
 //	func TestMain(m *testing.M) {
 //		faultenv.RunHelper(helpers)
-//		goleak.VerifyTestMain(faultenv.Settled(m, 5*time.Second))
+//		testenv.VerifyTestMain(m)
 //	}
 func Settled(m goleak.TestingM, wait time.Duration, opts ...goleak.Option) goleak.TestingM {
 	return settled{m, wait, opts}
@@ -30,12 +30,6 @@ type settled struct {
 
 func (s settled) Run() int {
 	code := s.m.Run()
-	// Find retries with backoff for a while before it reports, so this
-	// loop polls without a sleep of its own.
-	for deadline := time.Now().Add(s.wait); time.Now().Before(deadline); {
-		if goleak.Find(s.opts...) == nil {
-			break
-		}
-	}
+	_ = testenv.FindLeaks(s.wait, s.opts...) // goleak.VerifyTestMain reports
 	return code
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/redsource/redsource/internal/redisinfo"
+	"github.com/redsource/redsource/internal/redisproc"
 	"github.com/redsource/redsource/internal/testenv"
 )
 
@@ -21,7 +22,7 @@ func ctx(t *testing.T) context.Context {
 
 func TestPlainServer(t *testing.T) {
 	t.Parallel()
-	s := testenv.StartRedisServer(t, "--maxmemory-policy", "allkeys-lru", "--maxmemory", "64mb")
+	s := redisproc.Start(t, redisproc.Options{Policy: "allkeys-lru", MaxMemory: "64mb"})
 	c := testenv.RedisAt(t, s.URL())
 	ctx := ctx(t)
 
@@ -58,12 +59,12 @@ func TestPlainServer(t *testing.T) {
 // who may run neither gets an error that Refused recognises.
 func TestEvictionPolicyRefused(t *testing.T) {
 	t.Parallel()
-	s := testenv.StartRedisServer(t, "--maxmemory-policy", "volatile-lru")
-	s.Do(t, "ACL", "SETUSER", "noconfig", "on", ">pw", "~*", "+@all", "-config")
-	s.Do(t, "ACL", "SETUSER", "app", "on", ">pw", "~ns:*", "-@all", "+@read", "+@write", "+@stream", "+@connection", "+@scripting", "-@dangerous", "+time")
+	s := redisproc.Start(t, redisproc.Options{Policy: "volatile-lru"})
+	s.Command(t, "ACL", "SETUSER", "noconfig", "on", ">pw", "~*", "+@all", "-config")
+	s.Command(t, "ACL", "SETUSER", "app", "on", ">pw", "~ns:*", "-@all", "+@read", "+@write", "+@stream", "+@connection", "+@scripting", "-@dangerous", "+time")
 	ctx := ctx(t)
 
-	c := testenv.RedisAt(t, s.URL("noconfig:pw"))
+	c := testenv.RedisAt(t, s.UserURL("noconfig", "pw"))
 	_, err := redisinfo.Config(ctx, c, "maxmemory-policy")
 	require.True(t, redisinfo.NoPerm(err), "%v", err)
 	require.True(t, redisinfo.Refused(err))
@@ -71,7 +72,7 @@ func TestEvictionPolicyRefused(t *testing.T) {
 	require.False(t, redisinfo.Evicting("volatile-lru"))
 	require.True(t, redisinfo.EvictsExpiring("volatile-lru"))
 
-	c = testenv.RedisAt(t, s.URL("app:pw"))
+	c = testenv.RedisAt(t, s.UserURL("app", "pw"))
 	pols := redisinfo.EvictionPolicies(ctx, c)
 	require.Len(t, pols, 1)
 	require.Empty(t, pols[0].Value)
@@ -91,7 +92,7 @@ func TestEvictionPolicyRefused(t *testing.T) {
 // A managed service that disables CONFIG answers "unknown command".
 func TestEvictionPolicyConfigDisabled(t *testing.T) {
 	t.Parallel()
-	s := testenv.StartRedisServer(t, "--rename-command", "CONFIG", "")
+	s := redisproc.Start(t, redisproc.Options{Args: []string{"--rename-command", "CONFIG", ""}})
 	c := testenv.RedisAt(t, s.URL())
 	ctx := ctx(t)
 	_, err := redisinfo.Config(ctx, c, "maxmemory-policy")
@@ -102,14 +103,15 @@ func TestEvictionPolicyConfigDisabled(t *testing.T) {
 
 func TestCluster(t *testing.T) {
 	t.Parallel()
-	nodes := testenv.StartRedisCluster(t, 3, 1, "--maxmemory-policy", "allkeys-lfu")
+	cluster := redisproc.StartCluster(t, redisproc.ClusterOptions{Masters: 3, ReplicasPerMaster: 1, Args: []string{"--maxmemory-policy", "allkeys-lfu"}})
+	nodes := cluster.Nodes()
 	c := testenv.RedisAt(t, nodes[0].URL())
 	ctx := ctx(t)
 
 	var all, wantMasters []string
 	for _, n := range nodes {
 		all = append(all, n.Addr())
-		if role := n.Do(t, "ROLE"); role[:6] == "master" {
+		if role := n.Command(t, "ROLE"); role[:6] == "master" {
 			wantMasters = append(wantMasters, n.Addr())
 		}
 	}

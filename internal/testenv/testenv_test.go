@@ -10,14 +10,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/redsource/redsource/internal/redisinfo"
+	"github.com/redsource/redsource/internal/redisproc"
 )
 
 // The keys of a namespace are spread over every master of a cluster;
 // DeleteNamespace removes them from all, and nothing else.
 func TestDeleteNamespaceCluster(t *testing.T) {
 	t.Parallel()
-	nodes := StartRedisCluster(t, 3, 0)
-	c := RedisAt(t, nodes[0].URL())
+	cluster := redisproc.StartCluster(t, redisproc.ClusterOptions{Masters: 3})
+	c := RedisAt(t, cluster.Nodes()[0].URL())
 	testDeleteNamespace(t, c, "t*x")
 	masters, err := redisinfo.Masters(context.Background(), c)
 	require.NoError(t, err)

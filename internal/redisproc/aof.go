@@ -1,4 +1,4 @@
-package faultenv
+package redisproc
 
 import (
 	"errors"
@@ -28,7 +28,7 @@ const aofDir = "appendonlydir"
 func newestIncr(dir string) (string, error) {
 	b, err := os.ReadFile(filepath.Join(dir, aofDir, "appendonly.aof.manifest"))
 	if err != nil {
-		return "", fmt.Errorf("faultenv: AOF manifest: %w", err)
+		return "", fmt.Errorf("redisproc: AOF manifest: %w", err)
 	}
 	name, seq := "", -1
 	for _, line := range strings.Split(string(b), "\n") {
@@ -42,7 +42,7 @@ func newestIncr(dir string) (string, error) {
 		}
 	}
 	if name == "" {
-		return "", errors.New("faultenv: AOF manifest lists no incr file")
+		return "", errors.New("redisproc: AOF manifest lists no incr file")
 	}
 	return filepath.Join(dir, aofDir, name), nil
 }
@@ -98,7 +98,7 @@ func (s *Server) CutAOFBack(d time.Duration) (int64, error) {
 		return 0, err
 	}
 	if s.last == nil {
-		return 0, errors.New("faultenv: CutAOFBack: no AOF samples (the server has not run since it was wiped)")
+		return 0, errors.New("redisproc: CutAOFBack: no AOF samples (the server has not run since it was wiped)")
 	}
 	then := s.last.at(at)
 	path, err := newestIncr(s.dir)
@@ -106,10 +106,10 @@ func (s *Server) CutAOFBack(d time.Duration) (int64, error) {
 		return 0, err
 	}
 	if then.path == "" {
-		return 0, errors.New("faultenv: CutAOFBack: no AOF samples")
+		return 0, errors.New("redisproc: CutAOFBack: no AOF samples")
 	}
 	if then.path != path {
-		return 0, fmt.Errorf("faultenv: CutAOFBack: the AOF was rewritten since then (%s, now %s)", then.path, path)
+		return 0, fmt.Errorf("redisproc: CutAOFBack: the AOF was rewritten since then (%s, now %s)", then.path, path)
 	}
 	size, err := fileSize(path)
 	if err != nil {
@@ -133,7 +133,7 @@ func (s *Server) AOFSize() (int64, error) {
 
 func (s *Server) needAOF(op string) error {
 	if s.opts.AOF == "no" {
-		return fmt.Errorf("faultenv: %s on %s: the server runs without an AOF", op, s.Addr())
+		return fmt.Errorf("redisproc: %s on %s: the server runs without an AOF", op, s.Addr())
 	}
 	return nil
 }
@@ -156,7 +156,7 @@ func (s *Server) SnapshotAOF() (*AOFSnapshot, error) {
 		return nil, err
 	}
 	if s.cur == nil {
-		return nil, fmt.Errorf("faultenv: SnapshotAOF on %s: server is down", s.Addr())
+		return nil, fmt.Errorf("redisproc: SnapshotAOF on %s: server is down", s.Addr())
 	}
 	if !s.paused.Load() {
 		if err := s.cur.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
@@ -167,7 +167,7 @@ func (s *Server) SnapshotAOF() (*AOFSnapshot, error) {
 	s.snaps++
 	snap := &AOFSnapshot{dir: filepath.Join(s.base, fmt.Sprintf("aof-snapshot-%d", s.snaps)), At: time.Now()}
 	if err := copyDir(filepath.Join(s.dir, aofDir), snap.dir); err != nil {
-		return nil, fmt.Errorf("faultenv: SnapshotAOF: %w", err)
+		return nil, fmt.Errorf("redisproc: SnapshotAOF: %w", err)
 	}
 	if size, err := s.AOFSize(); err == nil {
 		snap.Size = size
@@ -191,7 +191,7 @@ func (s *Server) RestoreAOF(snap *AOFSnapshot) error {
 		return err
 	}
 	if err := copyDir(snap.dir, dst); err != nil {
-		return fmt.Errorf("faultenv: RestoreAOF: %w", err)
+		return fmt.Errorf("redisproc: RestoreAOF: %w", err)
 	}
 	s.last = nil
 	return s.restart()

@@ -1,4 +1,4 @@
-package faultenv_test
+package redisproc_test
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/redsource/redsource/internal/faultenv"
+	"github.com/redsource/redsource/internal/redisproc"
 	"github.com/redsource/redsource/internal/testenv"
 )
 
@@ -23,7 +23,7 @@ func testCtx(t *testing.T) context.Context {
 }
 
 // counter reads an integer key through a fresh admin connection.
-func counter(t *testing.T, ctx context.Context, s *faultenv.Server, key string) int64 {
+func counter(t *testing.T, ctx context.Context, s *redisproc.Server, key string) int64 {
 	t.Helper()
 	r, err := s.Do(ctx, "GET", key)
 	require.NoError(t, err)
@@ -35,7 +35,7 @@ func counter(t *testing.T, ctx context.Context, s *faultenv.Server, key string) 
 	return n
 }
 
-func incr(t *testing.T, ctx context.Context, s *faultenv.Server, key string, times int) {
+func incr(t *testing.T, ctx context.Context, s *redisproc.Server, key string, times int) {
 	t.Helper()
 	for range times {
 		_, err := s.Do(ctx, "INCR", key)
@@ -46,7 +46,7 @@ func incr(t *testing.T, ctx context.Context, s *faultenv.Server, key string, tim
 func TestStartSettings(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
-	s := faultenv.Start(t, faultenv.Options{AOF: "everysec", MaxMemory: "4mb"})
+	s := redisproc.Start(t, redisproc.Options{AOF: "everysec", MaxMemory: "4mb"})
 	for k, want := range map[string]string{
 		"appendonly": "yes", "appendfsync": "everysec", "save": "", "maxmemory": "4194304",
 		"maxmemory-policy": "noeviction", "dir": s.Dir(), "bind": "127.0.0.1",
@@ -64,7 +64,7 @@ func TestStartSettings(t *testing.T) {
 	require.Equal(t, "v", counterString(t, ctx, s, "k"))
 }
 
-func counterString(t *testing.T, ctx context.Context, s *faultenv.Server, key string) string {
+func counterString(t *testing.T, ctx context.Context, s *redisproc.Server, key string) string {
 	t.Helper()
 	r, err := s.Do(ctx, "GET", key)
 	require.NoError(t, err)
@@ -77,7 +77,7 @@ func counterString(t *testing.T, ctx context.Context, s *faultenv.Server, key st
 func TestKillRestartKeepsData(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
-	s := faultenv.Start(t, faultenv.Options{AOF: "always"})
+	s := redisproc.Start(t, redisproc.Options{AOF: "always"})
 	incr(t, ctx, s, "n", 100)
 	pid := s.PID()
 	require.NoError(t, s.Kill())
@@ -102,7 +102,7 @@ func TestKillRestartKeepsData(t *testing.T) {
 func TestWipeLeavesItEmpty(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
-	s := faultenv.Start(t, faultenv.Options{AOF: "always"})
+	s := redisproc.Start(t, redisproc.Options{AOF: "always"})
 	incr(t, ctx, s, "n", 10)
 	port := s.Port()
 	require.NoError(t, s.Wipe())
@@ -118,7 +118,7 @@ func TestWipeLeavesItEmpty(t *testing.T) {
 func TestNoAOFLosesEverything(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
-	s := faultenv.Start(t, faultenv.Options{})
+	s := redisproc.Start(t, redisproc.Options{})
 	incr(t, ctx, s, "n", 3)
 	require.NoError(t, s.Kill())
 	require.NoError(t, s.Restart())
@@ -131,7 +131,7 @@ func TestNoAOFLosesEverything(t *testing.T) {
 func TestCutAOF(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
-	s := faultenv.Start(t, faultenv.Options{AOF: "always"})
+	s := redisproc.Start(t, redisproc.Options{AOF: "always"})
 	incr(t, ctx, s, "n", 50)
 	cut, err := s.CutAOF(5) // inside the last INCR
 	require.NoError(t, err)
@@ -161,7 +161,7 @@ func TestCutAOF(t *testing.T) {
 func TestCutAOFBack(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
-	s := faultenv.Start(t, faultenv.Options{AOF: "everysec"})
+	s := redisproc.Start(t, redisproc.Options{AOF: "everysec"})
 	// Writes spread over time on both sides of the cut: the samples
 	// (every 5ms) put it at most one sample before the moment asked.
 	writeFor := func(key string, d time.Duration) (n int64) {
@@ -198,7 +198,7 @@ func TestCutAOFBack(t *testing.T) {
 func TestSnapshotRestoreAOF(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
-	s := faultenv.Start(t, faultenv.Options{AOF: "always"})
+	s := redisproc.Start(t, redisproc.Options{AOF: "always"})
 	incr(t, ctx, s, "n", 10)
 	snap, err := s.SnapshotAOF()
 	require.NoError(t, err)
@@ -222,7 +222,7 @@ func TestSnapshotRestoreAOF(t *testing.T) {
 func TestPauseResume(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
-	s := faultenv.Start(t, faultenv.Options{})
+	s := redisproc.Start(t, redisproc.Options{})
 	c := testenv.RedisAt(t, s.URL())
 	require.NoError(t, s.Pause())
 	require.True(t, s.Paused())
@@ -245,10 +245,54 @@ func TestPauseResume(t *testing.T) {
 func TestReplicaOf(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
-	m := faultenv.Start(t, faultenv.Options{})
-	r := faultenv.Start(t, faultenv.Options{ReplicaOf: m})
-	incr(t, ctx, m, "n", 3)
-	_, err := m.Do(ctx, "WAIT", "1", "5000")
+	m := redisproc.Start(t, redisproc.Options{})
+	r := redisproc.Start(t, redisproc.Options{ReplicaOf: m})
+	role, err := r.Do(ctx, "ROLE")
 	require.NoError(t, err)
-	require.Equal(t, int64(3), counter(t, ctx, r, "n"))
+	require.Equal(t, "connected", role.([]any)[3])
+	incr(t, ctx, m, "n", 3)
+	// Not WAIT: each Do is a connection of its own, and WAIT waits only
+	// for its own connection's writes.
+	require.Eventually(t, func() bool { return counter(t, ctx, r, "n") == 3 }, 10*time.Second, 5*time.Millisecond)
+}
+
+// A server left paused is resumed when its test ends, before the cleanups
+// registered ahead of Pause, which may still need it.
+func TestPauseResumedAtCleanup(t *testing.T) {
+	t.Parallel()
+	var s *redisproc.Server
+	var pong any
+	t.Run("paused", func(t *testing.T) {
+		s = redisproc.Start(t, redisproc.Options{})
+		t.Cleanup(func() { pong, _ = s.Do(context.Background(), "PING") })
+		require.NoError(t, s.Pause())
+	})
+	require.Equal(t, "PONG", pong)
+	require.False(t, s.Running(), "killed after that")
+}
+
+// Command is for set-up: an ACL user, then a client that logs in as it.
+func TestCommandUserURL(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	s := redisproc.Start(t, redisproc.Options{})
+	require.Equal(t, "OK", s.Command(t, "ACL", "SETUSER", "app", "on", ">p@ss/w:rd", "~app:*", "+@all"))
+	require.Equal(t, "", s.Command(t, "GET", "app:none"), "a null is empty")
+	require.Equal(t, "master\n0\n", s.Command(t, "ROLE"), "master, offset 0, no replicas: one element a line")
+
+	c := testenv.RedisAt(t, s.UserURL("app", "p@ss/w:rd"))
+	who, err := c.Do(ctx, c.B().AclWhoami().Build()).ToString()
+	require.NoError(t, err)
+	require.Equal(t, "app", who)
+}
+
+// A server that wants a password is up once it refuses PING.
+func TestStartRequirePass(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	s := redisproc.Start(t, redisproc.Options{Args: []string{"--requirepass", "pw"}})
+	_, err := s.Do(ctx, "PING")
+	require.ErrorContains(t, err, "NOAUTH")
+	c := testenv.RedisAt(t, s.UserURL("default", "pw"))
+	require.NoError(t, c.Do(ctx, c.B().Set().Key("k").Value("v").Build()).Error())
 }

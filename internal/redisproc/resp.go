@@ -1,4 +1,4 @@
-package faultenv
+package redisproc
 
 import (
 	"bufio"
@@ -61,7 +61,7 @@ func doString(ctx context.Context, addr string, args ...string) (string, error) 
 	}
 	s, ok := r.(string)
 	if !ok {
-		return "", fmt.Errorf("faultenv: %s %s: reply %T, want a string", addr, args[0], r)
+		return "", fmt.Errorf("redisproc: %s %s: reply %T, want a string", addr, args[0], r)
 	}
 	return s, nil
 }
@@ -72,7 +72,7 @@ func readReply(r *bufio.Reader) (any, error) {
 		return nil, err
 	}
 	if len(line) < 3 || !strings.HasSuffix(line, "\r\n") {
-		return nil, errors.New("faultenv: malformed reply line")
+		return nil, errors.New("redisproc: malformed reply line")
 	}
 	kind, body := line[0], line[1:len(line)-2]
 	switch kind {
@@ -109,7 +109,23 @@ func readReply(r *bufio.Reader) (any, error) {
 		}
 		return out, nil
 	}
-	return nil, fmt.Errorf("faultenv: unexpected reply type %q", kind)
+	return nil, fmt.Errorf("redisproc: unexpected reply type %q", kind)
+}
+
+// replyText is a reply as text: an array's elements one per line, "" for
+// a null.
+func replyText(r any) string {
+	switch r := r.(type) {
+	case nil:
+		return ""
+	case []any:
+		parts := make([]string, len(r))
+		for i, e := range r {
+			parts[i] = replyText(e)
+		}
+		return strings.Join(parts, "\n")
+	}
+	return fmt.Sprint(r)
 }
 
 // infoField returns field's value in an INFO or CLUSTER INFO reply.
@@ -136,7 +152,7 @@ func waitFor(ctx context.Context, interval time.Duration, what string, cond func
 		}
 		var g giveUp
 		if errors.As(err, &g) {
-			return fmt.Errorf("faultenv: %s: %w", what, g.error)
+			return fmt.Errorf("redisproc: %s: %w", what, g.error)
 		}
 		if err != nil {
 			last = err
@@ -144,9 +160,9 @@ func waitFor(ctx context.Context, interval time.Duration, what string, cond func
 		select {
 		case <-ctx.Done():
 			if last != nil {
-				return fmt.Errorf("faultenv: %s: %w (last: %v)", what, ctx.Err(), last)
+				return fmt.Errorf("redisproc: %s: %w (last: %v)", what, ctx.Err(), last)
 			}
-			return fmt.Errorf("faultenv: %s: %w", what, ctx.Err())
+			return fmt.Errorf("redisproc: %s: %w", what, ctx.Err())
 		case <-t.C:
 		}
 	}

@@ -1,4 +1,4 @@
-package faultenv
+package redisproc
 
 import (
 	"context"
@@ -43,7 +43,8 @@ type Cluster struct {
 // --cluster create (16384 slots spread over the masters, replicas
 // assigned by redis-cli), and returns once every node reports
 // cluster_state:ok with every slot assigned, all nodes agree on who
-// serves what, and every replica's link to its master is up. redis-cli
+// serves what, every replica's link to its master is up and every node's
+// CLUSTER SLOTS, where clients learn the topology, lists them all. redis-cli
 // is $REDSOURCE_REDIS_CLI, else the one beside redis-server, else from
 // PATH. It fails the test when the cluster does not come up.
 func StartCluster(tb testing.TB, opts ClusterOptions) *Cluster {
@@ -58,7 +59,7 @@ func StartCluster(tb testing.TB, opts ClusterOptions) *Cluster {
 		opts.Timeout = 60 * time.Second
 	}
 	if opts.Masters < 3 {
-		tb.Fatalf("faultenv: StartCluster: redis-cli needs at least 3 masters, not %d", opts.Masters)
+		tb.Fatalf("redisproc: StartCluster: redis-cli needs at least 3 masters, not %d", opts.Masters)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opts.Timeout)
 	defer cancel()
@@ -74,7 +75,7 @@ func StartCluster(tb testing.TB, opts ClusterOptions) *Cluster {
 	if err := c.create(ctx); err != nil {
 		for _, s := range c.nodes {
 			if s.port != 0 {
-				tb.Logf("faultenv: node %s log:\n%s", s.Addr(), s.LogTail(10))
+				tb.Logf("redisproc: node %s log:\n%s", s.Addr(), s.LogTail(10))
 			}
 		}
 		tb.Fatalf("%v", err)
@@ -95,7 +96,7 @@ func (c *Cluster) create(ctx context.Context) error {
 	for _, s := range c.nodes {
 		id, err := doString(ctx, s.Addr(), "CLUSTER", "MYID")
 		if err != nil {
-			return fmt.Errorf("faultenv: CLUSTER MYID on %s: %w", s.Addr(), err)
+			return fmt.Errorf("redisproc: CLUSTER MYID on %s: %w", s.Addr(), err)
 		}
 		s.nodeID.Store(id)
 	}
@@ -109,14 +110,15 @@ func (c *Cluster) create(ctx context.Context) error {
 	}
 	args = append(args, "--cluster-replicas", strconv.Itoa(c.opts.ReplicasPerMaster), "--cluster-yes")
 	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
-		return fmt.Errorf("faultenv: redis-cli %s: %w\n%s", strings.Join(args, " "), err, out)
+		return fmt.Errorf("redisproc: redis-cli %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	return waitFor(ctx, 20*time.Millisecond, "cluster to come up", func() (bool, error) { return c.ready(ctx) })
 }
 
 // ready says whether every node sees a healthy cluster: state ok, all
-// slots assigned, all nodes known, one same map of slots to masters, and
-// replicas linked.
+// slots assigned, all nodes known, one same map of slots to masters,
+// replicas linked, and every node in CLUSTER SLOTS, where clients learn
+// the topology from.
 func (c *Cluster) ready(ctx context.Context) (bool, error) {
 	var first string
 	for _, s := range c.nodes {
@@ -154,8 +156,36 @@ func (c *Cluster) ready(ctx context.Context) (bool, error) {
 		} else {
 			c.remember(v)
 		}
+		n, err := slotNodes(ctx, s)
+		if err != nil {
+			return false, err
+		}
+		if n != len(c.nodes) {
+			return false, fmt.Errorf("%s: CLUSTER SLOTS lists %d of %d nodes", s.Addr(), n, len(c.nodes))
+		}
 	}
 	return true, nil
+}
+
+// slotNodes counts the distinct nodes, masters and replicas, that CLUSTER
+// SLOTS on s lists: each entry is [from, to, node...], a node [ip, port,
+// id, ...].
+func slotNodes(ctx context.Context, s *Server) (int, error) {
+	r, err := s.Do(ctx, "CLUSTER", "SLOTS")
+	if err != nil {
+		return 0, err
+	}
+	ids := map[string]bool{}
+	entries, _ := r.([]any)
+	for _, e := range entries {
+		entry, _ := e.([]any)
+		for _, n := range entry[min(2, len(entry)):] {
+			if node, ok := n.([]any); ok && len(node) > 2 {
+				ids[fmt.Sprint(node[2])] = true
+			}
+		}
+	}
+	return len(ids), nil
 }
 
 // URL is a redis:// URL naming every node: the first as host, the others
@@ -217,7 +247,7 @@ func (c *Cluster) MasterOfSlot(ctx context.Context, slot int) (*Server, error) {
 	}
 	n, ok := v.owner(slot)
 	if !ok || c.node(n.id) == nil {
-		return nil, fmt.Errorf("faultenv: no master serves slot %d", slot)
+		return nil, fmt.Errorf("redisproc: no master serves slot %d", slot)
 	}
 	return c.node(n.id), nil
 }
@@ -254,7 +284,7 @@ func (c *Cluster) WaitFailover(ctx context.Context, old *Server) (*Server, error
 	slots := c.owned[old.NodeID()]
 	c.mu.Unlock()
 	if len(slots) == 0 {
-		return nil, fmt.Errorf("faultenv: WaitFailover: %s served no slots when last seen", old.Addr())
+		return nil, fmt.Errorf("redisproc: WaitFailover: %s served no slots when last seen", old.Addr())
 	}
 	slot := slots[0].from
 	var promoted *Server
@@ -322,7 +352,7 @@ func (c *Cluster) view(ctx context.Context) (clusterView, error) {
 		}
 		errs = append(errs, err)
 	}
-	return clusterView{}, fmt.Errorf("faultenv: no cluster node answers: %w", errors.Join(errs...))
+	return clusterView{}, fmt.Errorf("redisproc: no cluster node answers: %w", errors.Join(errs...))
 }
 
 // remember records who served which slots in v.
@@ -355,7 +385,7 @@ func (n clusterNode) failed() bool {
 func viewOf(ctx context.Context, s *Server) (clusterView, error) {
 	out, err := doString(ctx, s.Addr(), "CLUSTER", "NODES")
 	if err != nil {
-		return clusterView{}, fmt.Errorf("faultenv: CLUSTER NODES on %s: %w", s.Addr(), err)
+		return clusterView{}, fmt.Errorf("redisproc: CLUSTER NODES on %s: %w", s.Addr(), err)
 	}
 	return parseNodes(out)
 }
@@ -367,7 +397,7 @@ func parseNodes(out string) (clusterView, error) {
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		f := strings.Fields(line)
 		if len(f) < 8 {
-			return clusterView{}, fmt.Errorf("faultenv: CLUSTER NODES line %q", line)
+			return clusterView{}, fmt.Errorf("redisproc: CLUSTER NODES line %q", line)
 		}
 		n := clusterNode{id: f[0], addr: strings.SplitN(f[1], "@", 2)[0], flags: strings.Split(f[2], ",")}
 		if f[3] != "-" {
@@ -385,7 +415,7 @@ func parseNodes(out string) (clusterView, error) {
 				to, err2 = strconv.Atoi(b)
 			}
 			if err1 != nil || err2 != nil {
-				return clusterView{}, fmt.Errorf("faultenv: CLUSTER NODES slots %q", r)
+				return clusterView{}, fmt.Errorf("redisproc: CLUSTER NODES slots %q", r)
 			}
 			n.slots = append(n.slots, slotRange{from, to})
 		}
