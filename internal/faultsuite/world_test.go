@@ -247,7 +247,8 @@ type lossAccount struct {
 	// an applied event.
 	Stopped, LostIn map[int]bool
 	// FalseStops: partitions stopped without having lost anything.
-	FalseStops []int
+	FalseStops   []int
+	MissedEvents []string
 }
 
 func (a lossAccount) String() string {
@@ -282,7 +283,9 @@ func (w *world) accountLoss(store *eventstore.Store, rep *faultenv.Report, stopp
 		case seen:
 			acc.Missed++
 			acc.LostIn[p] = true
-			w.t.Errorf("undetected loss: %s was applied by the projector, but partition %d is not stopped", ev, p)
+			if len(acc.MissedEvents) < 10 {
+				acc.MissedEvents = append(acc.MissedEvents, fmt.Sprintf("%s (partition %d)", ev, p))
+			}
 		default:
 			acc.Unseen++
 			if stopped[p] {
@@ -297,6 +300,68 @@ func (w *world) accountLoss(store *eventstore.Store, rep *faultenv.Report, stopp
 	}
 	sort.Ints(acc.FalseStops)
 	return acc
+}
+
+// awaitDetection waits until every partition in which the projector had
+// applied an event that the log then lost is reported stopped
+// (log_regressed) by Admin.Status, and returns the account. It fails the
+// test if one is not within 30s, or a partition stopped without a loss.
+func (w *world) awaitDetection(store *eventstore.Store, rep *faultenv.Report) lossAccount {
+	w.t.Helper()
+	var acc lossAccount
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		acc = w.accountLoss(store, rep, w.stopped(store, "log_regressed"))
+		if acc.Missed == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // poll
+	}
+	require.Zero(w.t, acc.Missed, "lost events the projector had applied, in partitions not stopped: %v", acc.MissedEvents)
+	require.Empty(w.t, acc.FalseStops, "partitions stopped although they lost nothing")
+	return acc
+}
+
+// requireNothingAppliedAfter asserts that in the stopped partitions the
+// ledger holds no event first sent after t: a partition that lost events
+// it had applied applies nothing more, so nothing is applied over them.
+func (w *world) requireNothingAppliedAfter(store *eventstore.Store, stopped map[int]bool, t time.Time) {
+	w.t.Helper()
+	first := map[string]time.Time{}
+	for _, a := range w.h.Attempts() {
+		for _, id := range a.EventIDs {
+			if s, ok := first[id.String()]; !ok || a.Start.Before(s) {
+				first[id.String()] = a.Start
+			}
+		}
+	}
+	var bad []string
+	for id, a := range w.ledger.appliedEvents(w.t, w.ctx) {
+		if stopped[a.part] && first[id].After(t) {
+			bad = append(bad, fmt.Sprintf("%s v%d (partition %d, applied %s)", a.agg, a.version, a.part, a.at.Format(time.StampMicro)))
+		}
+	}
+	require.Empty(w.t, bad, "events appended after the fault were applied in a partition that had lost applied events")
+}
+
+// appliedSince reports whether the ledger holds an event acknowledged
+// after t.
+func (w *world) appliedSince(t time.Time) bool {
+	w.t.Helper()
+	var ids []string
+	for _, a := range w.h.Attempts() {
+		if a.Outcome == faultenv.Acked && a.End.After(t) {
+			for _, id := range a.EventIDs {
+				ids = append(ids, id.String())
+			}
+		}
+	}
+	if len(ids) == 0 {
+		return false
+	}
+	var n int
+	require.NoError(w.t, w.pool.QueryRow(w.ctx, "SELECT count(*) FROM applied WHERE event_id = ANY($1::text[]::uuid[])", ids).Scan(&n))
+	return n > 0
 }
 
 // requireClean asserts the parts of a Report that no fault excuses: no
@@ -405,4 +470,8 @@ func describe(err error) string {
 		return "refused"
 	}
 	return "other"
+}
+
+func splitLines(s string) []string {
+	return strings.Split(strings.ReplaceAll(s, "\r", ""), "\n")
 }
