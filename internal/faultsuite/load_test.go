@@ -226,8 +226,8 @@ func newRepo(store *eventstore.Store) *aggregate.Repository[*account] {
 }
 
 // startRepoWriters starts goroutines that run aggregate.Repository.Update
-// on random aggregates (shared between them: conflicts are Update's to
-// retry), each recording one event. Each update carries an operation ID
+// on random aggregates r000…r255 (shared between them: conflicts are
+// Update's to retry), each recording one event. Each update carries an operation ID
 // in its events' metadata ("op"), by which the opRecorder finds them in
 // the log.
 func (w *world) startRepoWriters(store *eventstore.Store, opts loadOptions) *load {
@@ -251,7 +251,7 @@ func (l *load) repoWriter(i int) {
 			return
 		default:
 		}
-		agg := aggID(rng.IntN(aggregates))
+		agg := fmt.Sprintf("r%03d", rng.IntN(aggregates)) // not the raw writers' aggregates
 		id := uuid.Must(uuid.NewV7()).String()
 		ctx, cancel := l.opCtx()
 		ctx = aggregate.WithMetadata(ctx, "op", id)
