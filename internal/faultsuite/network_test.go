@@ -205,4 +205,3 @@ func longestWait(w *world, t time.Time) time.Duration {
 	}
 	return longest
 }
-
