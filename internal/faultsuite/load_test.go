@@ -29,6 +29,7 @@ type load struct {
 	errs    errorTally
 	acked   atomic.Int64 // acknowledged appends (or updates)
 	lastAck atomic.Int64 // UnixNano of the last acknowledgement
+	began   time.Time
 	gaveUp  atomic.Int64 // repository updates that returned an error
 	store   atomic.Pointer[eventstore.Store]
 	repo    atomic.Pointer[aggregate.Repository[*account]]
@@ -75,7 +76,7 @@ type pendingAppend struct {
 // version until it is acknowledged or refused (a conflict then means it
 // did not land at that version, or Redis lost it).
 func (w *world) startWriters(store *eventstore.Store, opts loadOptions) *load {
-	l := &load{w: w, opts: opts.withDefaults(), stop: make(chan struct{})}
+	l := &load{w: w, opts: opts.withDefaults(), stop: make(chan struct{}), began: time.Now()}
 	l.store.Store(store)
 	l.vers = make([]map[string]uint64, l.opts.Writers)
 	for i := range l.vers {
@@ -197,6 +198,12 @@ func (l *load) waitAcked(n int64, d time.Duration) {
 	l.w.waitFor(d, fmt.Sprintf("%d acknowledged appends", n), func() bool { return l.acked.Load() >= target })
 }
 
+// runFor waits until the load has run for at least d.
+func (l *load) runFor(d time.Duration) {
+	l.w.t.Helper()
+	l.w.waitFor(d+30*time.Second, fmt.Sprintf("the load to run for %v", d), func() bool { return time.Since(l.began) >= d })
+}
+
 // account is the aggregate the repository writers update: it counts its
 // events.
 type account struct {
@@ -231,7 +238,7 @@ func newRepo(store *eventstore.Store) *aggregate.Repository[*account] {
 // in its events' metadata ("op"), by which the opRecorder finds them in
 // the log.
 func (w *world) startRepoWriters(store *eventstore.Store, opts loadOptions) *load {
-	l := &load{w: w, opts: opts.withDefaults(), stop: make(chan struct{})}
+	l := &load{w: w, opts: opts.withDefaults(), stop: make(chan struct{}), began: time.Now()}
 	l.store.Store(store)
 	l.repo.Store(newRepo(store))
 	for i := range l.opts.Writers {

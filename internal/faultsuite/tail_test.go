@@ -52,6 +52,7 @@ func TestFaultPowerLoss(t *testing.T) {
 	run := w.runProjector(store)
 	ld := w.startWriters(store, loadOptions{Seed: 3})
 	ld.waitAcked(800, 30*time.Second)
+	ld.runFor(2 * time.Second) // the cut second must not reach back to the namespace's creation
 	// The projector keeps up, so the lost second holds events it applied.
 	w.waitFor(20*time.Second, "the projector to apply an event acknowledged in the last 300ms", func() bool {
 		return w.appliedSince(time.Now().Add(-300 * time.Millisecond))
@@ -318,6 +319,12 @@ func TestFaultLaggingReplicaPromoted(t *testing.T) {
 	run := w.runProjector(store)
 	ld := w.startWriters(store, loadOptions{Seed: 12})
 	ld.waitAcked(300, 30*time.Second)
+	// The replica streams (a freshly synced one waits for its first
+	// REPLCONF ACK, up to a second): it holds what the master held now.
+	synced := replOffset(t, w, master, "master_repl_offset")
+	w.waitFor(20*time.Second, "the replica to stream", func() bool {
+		return replOffset(t, w, replica, "slave_repl_offset") >= synced
+	})
 	require.NoError(t, replica.Pause())
 	paused := time.Now()
 	ld.waitAcked(800, 30*time.Second)

@@ -249,9 +249,15 @@ type lossAccount struct {
 	// FalseStops: partitions stopped without having lost anything.
 	FalseStops   []int
 	MissedEvents []string
+	// NamespaceLost: Admin.Status reports the namespace lost; every lost
+	// event counts as detected.
+	NamespaceLost bool
 }
 
 func (a lossAccount) String() string {
+	if a.NamespaceLost {
+		return fmt.Sprintf("lost %d, all detected: Redis no longer holds the namespace (namespace_lost)", a.Lost)
+	}
 	return fmt.Sprintf("lost %d: %d applied by the projector and detected (partitions %v stopped log_regressed), %d no durable memory had seen (%d of them in stopped partitions), %d missed",
 		a.Lost, a.Detected, keys(a.Stopped), a.Unseen, a.UnseenInStopped, a.Missed)
 }
@@ -268,6 +274,12 @@ func (w *world) accountLoss(store *eventstore.Store, rep *faultenv.Report, stopp
 		}
 	}
 	acc := lossAccount{Lost: rep.Lost, Stopped: stopped, LostIn: map[int]bool{}}
+	if w.namespaceLost(store) {
+		// Every runner and store that remembers the namespace refuses
+		// this Redis: the loss of all of it is reported.
+		acc.Detected, acc.NamespaceLost = rep.Lost, true
+		return acc
+	}
 	lostParts := map[int]bool{}
 	for _, ev := range rep.LostEvents {
 		p := store.Partition(ev.Stream)
@@ -300,6 +312,23 @@ func (w *world) accountLoss(store *eventstore.Store, rep *faultenv.Report, stopp
 	}
 	sort.Ints(acc.FalseStops)
 	return acc
+}
+
+// namespaceLost reports whether Admin.Status says Redis lost the
+// namespace.
+func (w *world) namespaceLost(store *eventstore.Store) bool {
+	w.t.Helper()
+	st, err := projection.NewAdmin(w.pool, w.schema).Status(w.ctx, store, projName)
+	if errors.Is(err, eventstore.ErrNamespaceLost) {
+		return true
+	}
+	require.NoError(w.t, err)
+	for _, s := range st {
+		if s.Stopped == "namespace_lost" {
+			return true
+		}
+	}
+	return false
 }
 
 // awaitDetection waits until every partition in which the projector had
