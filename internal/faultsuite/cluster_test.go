@@ -25,7 +25,7 @@ var scFailover = scenario{
 
 func TestFaultClusterFailover(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
+	w := newWorld(t, scFailover)
 	c := faultenv.StartCluster(t, faultenv.ClusterOptions{Masters: 3, ReplicasPerMaster: 1, NodeTimeout: 2 * time.Second, AOF: "everysec"})
 	cl := client(t, c.URL())
 	// The library's defaults: 8 partitions, RetryUnavailable 30s, and

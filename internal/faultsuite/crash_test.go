@@ -47,7 +47,7 @@ func TestFaultKillAOFEverysec(t *testing.T) {
 // server is killed under load and restarted on its directory, and the
 // same store keeps appending.
 func testKill(t *testing.T, fsync string, sc scenario) {
-	w := newWorld(t)
+	w := newWorld(t, sc)
 	srv := faultenv.Start(t, faultenv.Options{AOF: fsync})
 	store := newStore(t, client(t, srv.URL()))
 	run := w.runProjector(store)
@@ -77,7 +77,7 @@ func testKill(t *testing.T, fsync string, sc scenario) {
 	require.NoError(t, run.stop(30*time.Second))
 	w.checkFold(store, acc.Stopped)
 	w.report(sc, rep, acc.Unseen, fmt.Sprintf("down %v (kill to loaded); %s; writers saw: %s",
-		restarted.Sub(down).Round(time.Millisecond), acc, &ld.errs))
+		restarted.Sub(down).Round(time.Millisecond), acc, ld.errs.seen()))
 }
 
 // Every partition worker waits in XREADGROUP BLOCK when Redis is killed;
@@ -85,7 +85,7 @@ func testKill(t *testing.T, fsync string, sc scenario) {
 // come back by itself and apply everything once.
 func TestFaultRestartUnderBlockedConsumers(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
+	w := newWorld(t, scBlocked)
 	srv := faultenv.Start(t, faultenv.Options{AOF: "always"})
 	c := client(t, srv.URL())
 	fillAOF(t, w, c, 200_000)
@@ -147,7 +147,7 @@ func TestFaultRestartUnderBlockedConsumers(t *testing.T) {
 		loadingFor = time.Duration(lastLoading.Load() - firstLoading.Load())
 	}
 	w.report(scBlocked, rep, 0, fmt.Sprintf("%d workers blocked at the kill; a probe got LOADING %d times over %v; writers saw: %s",
-		blocked, loading.Load(), loadingFor.Round(time.Millisecond), &ld2.errs))
+		blocked, loading.Load(), loadingFor.Round(time.Millisecond), ld2.errs.seen()))
 }
 
 // fillAOF writes n small keys outside the namespace, so that the AOF

@@ -35,7 +35,7 @@ var (
 
 func TestFaultLostReplies(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
+	w := newWorld(t, scDrops)
 	srv := faultenv.Start(t, faultenv.Options{})
 	d := faultenv.NewDropper(7)
 	d.Only("EVALSHA")
@@ -62,7 +62,7 @@ func TestFaultLostReplies(t *testing.T) {
 	w.checkFold(store, nil)
 	st := d.Stats()
 	w.report(scDrops, rep, 0, fmt.Sprintf("%d of %d EVALSHA writes dropped (%d connections cut in all); %d raw appends and %d repository updates acknowledged, %d re-sends recognised as duplicates; raw writers saw: %s",
-		st.Dropped, st.Requests, st.Dials-1, raw.acked.Load(), repo.acked.Load(), duplicates(w), &raw.errs))
+		st.Dropped, st.Requests, st.Dials-1, raw.acked.Load(), repo.acked.Load(), duplicates(w), raw.errs.seen()))
 }
 
 // duplicates counts the acknowledged attempts that the store recognised
@@ -79,7 +79,7 @@ func duplicates(w *world) int {
 
 func TestFaultRedisPaused(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
+	w := newWorld(t, scPause)
 	srv := faultenv.Start(t, faultenv.Options{AOF: "everysec"})
 	store := newStore(t, client(t, srv.URL()))
 	run := w.runProjector(store)
@@ -99,12 +99,12 @@ func TestFaultRedisPaused(t *testing.T) {
 	require.NoError(t, w.catchUp(store))
 	require.NoError(t, run.stop(30*time.Second))
 	w.checkFold(store, nil)
-	w.report(scPause, rep, 0, fmt.Sprintf("writers saw %s; %d re-sends recognised as duplicates", &ld.errs, duplicates(w)))
+	w.report(scPause, rep, 0, fmt.Sprintf("writers saw %s; %d re-sends recognised as duplicates", ld.errs.seen(), duplicates(w)))
 }
 
 func TestFaultRedisUnavailable(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
+	w := newWorld(t, scUnavailable)
 	srv := faultenv.Start(t, faultenv.Options{AOF: "always"})
 	d := faultenv.NewDropper(10)
 	c := client(t, srv.URL(), func(o *rueidis.ClientOption) { o.DialCtxFn = d.Dial })

@@ -30,6 +30,7 @@ type result struct {
 	Seconds    float64 `json:"seconds"`
 	Unknown    int     `json:"unknown"`
 	Unseen     int     `json:"unseen"`
+	Passed     bool    `json:"passed"`
 }
 
 // scenario describes one row of the table.
@@ -39,34 +40,49 @@ type scenario struct {
 
 var reportMu sync.Mutex
 
-// report logs the figures of a scenario and, with REDSOURCE_FAULT_REPORT
-// set, appends them to that file. unseen counts lost events the scenario
-// found that no durable memory had seen (allowed to go undetected).
+// report logs a scenario's figures and keeps them for the report file.
+// unseen counts lost events the scenario found that no durable memory
+// had seen (allowed to go undetected).
 func (w *world) report(sc scenario, rep *faultenv.Report, unseen int, note string) {
 	w.t.Helper()
-	r := result{
+	w.result = &result{
 		Scenario: sc.Name, Test: w.t.Name(), Ops: rep.Operations, Acked: rep.Acknowledged, Lost: rep.Lost,
 		Duplicated: rep.Duplicated, Detected: rep.Detected, Note: note, Injected: sc.Injected, Property: sc.Property,
-		Seconds: time.Since(w.start).Round(10 * time.Millisecond).Seconds(), Unknown: rep.Unknown, Unseen: unseen,
+		Unknown: rep.Unknown, Unseen: unseen,
 	}
 	w.t.Logf("%s: %s", sc.Name, rep)
 	w.t.Logf("%s: %s", sc.Name, note)
+}
+
+// writeResult appends the scenario's line to $REDSOURCE_FAULT_REPORT,
+// if set, once the test is over: its figures, if it got that far, and
+// whether it passed.
+func (w *world) writeResult() {
 	path := os.Getenv(reportEnv)
 	if path == "" {
 		return
 	}
+	r := w.result
+	if r == nil {
+		r = &result{Scenario: w.sc.Name, Test: w.t.Name(), Injected: w.sc.Injected, Property: w.sc.Property,
+			Note: "failed before its figures were taken"}
+	}
+	r.Passed = !w.t.Failed()
+	r.Seconds = time.Since(w.start).Round(10 * time.Millisecond).Seconds()
 	line, err := json.Marshal(r)
 	if err != nil {
-		w.t.Fatalf("report: %v", err)
+		w.t.Errorf("report: %v", err)
+		return
 	}
 	reportMu.Lock()
 	defer reportMu.Unlock()
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		w.t.Fatalf("report: %v", err)
+		w.t.Errorf("report: %v", err)
+		return
 	}
 	defer f.Close()
 	if _, err := fmt.Fprintf(f, "%s\n", line); err != nil {
-		w.t.Fatalf("report: %v", err)
+		w.t.Errorf("report: %v", err)
 	}
 }

@@ -46,7 +46,7 @@ var (
 // never reached the disk. The writers keep going through the restart.
 func TestFaultPowerLoss(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
+	w := newWorld(t, scPowerLoss)
 	srv := faultenv.Start(t, faultenv.Options{AOF: "everysec"})
 	store := newStore(t, client(t, srv.URL()))
 	run := w.runProjector(store)
@@ -103,7 +103,7 @@ func requireRegressed(t *testing.T, w *world, store *eventstore.Store) {
 // drops the torn command, an append script's MULTI/EXEC block as a whole.
 func TestFaultTornAOFTail(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
+	w := newWorld(t, scTorn)
 	srv := faultenv.Start(t, faultenv.Options{AOF: "everysec"})
 	store := newStore(t, client(t, srv.URL()))
 	run := w.runProjector(store)
@@ -204,7 +204,7 @@ func rewriteAOF(t *testing.T, w *world, srv *faultenv.Server) {
 // after the torn load removes the open block.
 func TestFaultTornTailRestartedAgain(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
+	w := newWorld(t, scTornTwice)
 	bare, bareBack := tornTwice(t, w, false)
 	rep, back := tornTwice(t, w, true)
 	requireClean(t, rep)
@@ -276,7 +276,7 @@ func appendsOf(w *world, lost []faultenv.EventRef) int {
 // the projector had partly applied.
 func TestFaultAOFSnapshotRestored(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
+	w := newWorld(t, scRestore)
 	srv := faultenv.Start(t, faultenv.Options{AOF: "everysec"})
 	store := newStore(t, client(t, srv.URL()))
 	run := w.runProjector(store)
@@ -312,7 +312,7 @@ func TestFaultAOFSnapshotRestored(t *testing.T) {
 // master's last writes, some of which the projector had applied.
 func TestFaultLaggingReplicaPromoted(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
+	w := newWorld(t, scLaggingReplica)
 	master := faultenv.Start(t, faultenv.Options{AOF: "everysec"})
 	replica := faultenv.Start(t, faultenv.Options{AOF: "everysec", ReplicaOf: master})
 	store := newStore(t, client(t, master.URL()))

@@ -22,7 +22,7 @@ var scWipe = scenario{
 
 func TestFaultRestartWithoutPersistence(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
+	w := newWorld(t, scWipe)
 	srv := faultenv.Start(t, faultenv.Options{})
 	c := client(t, srv.URL())
 	store := newStore(t, c)

@@ -44,14 +44,19 @@ type world struct {
 	ops    opRecorder
 	start  time.Time
 	logs   *testenv.Buffer // the runners' log, shown when the test fails
+	sc     scenario
+	result *result // the figures, once report has them
 }
 
-func newWorld(t *testing.T) *world {
+// newWorld sets up a scenario's world; its figures (see report) are
+// written to the report file when the test ends, with its outcome.
+func newWorld(t *testing.T, sc scenario) *world {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	t.Cleanup(cancel)
 	pool, schema := testenv.Postgres(t)
-	w := &world{t: t, ctx: ctx, pool: pool, schema: schema, start: time.Now(), logs: &testenv.Buffer{}}
+	w := &world{t: t, ctx: ctx, pool: pool, schema: schema, start: time.Now(), logs: &testenv.Buffer{}, sc: sc}
+	t.Cleanup(w.writeResult) // after the cleanups registered below: they run first
 	w.ledger = newLedger(t, ctx, pool)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -255,6 +260,9 @@ type lossAccount struct {
 }
 
 func (a lossAccount) String() string {
+	if a.Lost == 0 {
+		return "nothing lost"
+	}
 	if a.NamespaceLost {
 		return fmt.Sprintf("lost %d, all detected: Redis no longer holds the namespace (namespace_lost)", a.Lost)
 	}
@@ -453,6 +461,14 @@ func (e *errorTally) add(err error) {
 		e.n = map[string]int{}
 	}
 	e.n[describe(err)]++
+}
+
+// seen describes what writers saw, for notes.
+func (e *errorTally) seen() string {
+	if s := e.String(); s != "" {
+		return s
+	}
+	return "no error"
 }
 
 func (e *errorTally) String() string {
