@@ -34,7 +34,14 @@ type load struct {
 	store   atomic.Pointer[eventstore.Store]
 	repo    atomic.Pointer[aggregate.Repository[*account]]
 	vers    []map[string]uint64 // per raw writer, its aggregates' versions when it stopped
+	gate    sync.RWMutex        // held for reading by each repository update; quiesce takes it
 }
+
+// quiesce waits for the repository updates in flight and holds the next
+// ones until resume.
+func (l *load) quiesce() { l.gate.Lock() }
+
+func (l *load) resume() { l.gate.Unlock() }
 
 type loadOptions struct {
 	// Writers is the number of goroutines. Zero: 8.
@@ -259,6 +266,7 @@ func (l *load) repoWriter(i int) {
 		default:
 		}
 		agg := fmt.Sprintf("r%03d", rng.IntN(aggregates)) // not the raw writers' aggregates
+		l.gate.RLock()
 		id := uuid.Must(uuid.NewV7()).String()
 		ctx, cancel := l.opCtx()
 		ctx = aggregate.WithMetadata(ctx, "op", id)
@@ -278,6 +286,7 @@ func (l *load) repoWriter(i int) {
 			l.errs.add(err)
 		}
 		l.w.ops.record(o)
+		l.gate.RUnlock()
 		l.pace()
 	}
 }
