@@ -165,6 +165,11 @@ func TestSoak(t *testing.T) {
 	for _, l := range lines {
 		t.Log(l)
 	}
+	for _, kind := range []string{"refused", "other", "unknown outcome", "unavailable", "conflict", "timeout"} {
+		if ex := ld.errs.example(kind); ex != "" {
+			t.Logf("an update that gave up (%s): %s", kind, ex)
+		}
+	}
 	t.Logf("reads: %d (errors: %s)", reads.Load(), readErrs.seen())
 	w.report(scSoak, rep, unseen, fmt.Sprintf("seed %d, %v; %s; %d reads (errors: %s); updates that gave up: %d (%s)",
 		seed, *soakDuration, strings.Join(lines, "; "), reads.Load(), readErrs.seen(), ld.gaveUp.Load(), ld.errs.seen()))

@@ -447,8 +447,9 @@ func keys[V any](m map[int]V) []int {
 
 // errorTally counts errors by a short description, for reports.
 type errorTally struct {
-	mu sync.Mutex
-	n  map[string]int
+	mu       sync.Mutex
+	n        map[string]int
+	examples map[string]string // the first error of each kind
 }
 
 func (e *errorTally) add(err error) {
@@ -458,9 +459,20 @@ func (e *errorTally) add(err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.n == nil {
-		e.n = map[string]int{}
+		e.n, e.examples = map[string]int{}, map[string]string{}
 	}
-	e.n[describe(err)]++
+	kind := describe(err)
+	e.n[kind]++
+	if _, ok := e.examples[kind]; !ok {
+		e.examples[kind] = err.Error()
+	}
+}
+
+// example returns the first error of a kind.
+func (e *errorTally) example(kind string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.examples[kind]
 }
 
 // seen describes what writers saw, for notes.
