@@ -116,6 +116,7 @@ func TestSoak(t *testing.T) {
 		kind := faultKinds[rng.IntN(len(faultKinds))]
 		f := figures[kind]
 		f.Count++
+		t.Logf("soak: %s at %s (position %s)", kind, time.Now().Format("15:04:05.000"), eventstore.PositionAt(time.Now()))
 		switch kind {
 		case faultKill:
 			require.NoError(t, srv.Kill())
