@@ -23,20 +23,21 @@ import (
 )
 
 type result struct {
-	Scenario   string  `json:"scenario"`
-	Test       string  `json:"test"`
-	Ops        int     `json:"ops"`
-	Acked      int     `json:"acked"`
-	Lost       int     `json:"lost"`
-	Duplicated int     `json:"duplicated"`
-	Detected   int     `json:"detected"`
-	Note       string  `json:"note"`
-	Injected   string  `json:"injected"`
-	Property   string  `json:"property"`
-	Seconds    float64 `json:"seconds"`
-	Unknown    int     `json:"unknown"`
-	Unseen     int     `json:"unseen"`
-	Passed     bool    `json:"passed"`
+	Scenario   string   `json:"scenario"`
+	Test       string   `json:"test"`
+	Ops        int      `json:"ops"`
+	Acked      int      `json:"acked"`
+	Lost       int      `json:"lost"`
+	Duplicated int      `json:"duplicated"`
+	Detected   int      `json:"detected"`
+	Note       string   `json:"note"`
+	Injected   string   `json:"injected"`
+	Property   string   `json:"property"`
+	Seconds    float64  `json:"seconds"`
+	Unknown    int      `json:"unknown"`
+	Unseen     int      `json:"unseen"`
+	Passed     bool     `json:"passed"`
+	Defects    []string `json:"defects"`
 }
 
 func main() {
@@ -96,6 +97,9 @@ func main() {
 			extra = fmt.Sprintf(" Lost but seen by nothing durable: %d.", r.Unseen)
 		}
 		fmt.Printf("- **%s** (%.1f s): %s.%s\n", r.Scenario, r.Seconds, strings.TrimSuffix(r.Note, "."), extra)
+		for _, d := range r.Defects {
+			fmt.Printf("  - FAILED: %s\n", d)
+		}
 	}
 }
 

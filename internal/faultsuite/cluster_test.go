@@ -104,8 +104,8 @@ func TestFaultClusterFailover(t *testing.T) {
 	repo.halt()
 	repo.requireNoGiveUps()
 
-	catchUpAfterFailover(t, w, store)
 	require.NoError(t, run.stop(30*time.Second))
+	catchUpAfterFailover(t, w, store)
 	rep := w.check(store)
 	requireClean(t, rep)
 	require.Zero(t, rep.Lost, "the replica was in sync")
@@ -130,13 +130,14 @@ func TestFaultClusterFailover(t *testing.T) {
 		failedOver.Round(time.Millisecond), strings.Join(notes, "; "), slowest.Round(time.Millisecond)))
 }
 
-// catchUpAfterFailover runs CatchUp 20 times: each must succeed. Right
-// after a failover the cluster client still knows the dead master, and a
-// keyless command goes to a random known node.
+// catchUpAfterFailover runs CatchUp 12 times: each must succeed. After a
+// failover the cluster client still knows the dead master, and a keyless
+// command goes to a random known node (of 6 here), so a defect there
+// shows in 12 tries with a probability of 1-(5/6)^12, 89%.
 func catchUpAfterFailover(t *testing.T, w *world, store *eventstore.Store) {
 	t.Helper()
 	var failed []error
-	for range 20 {
+	for range 12 {
 		err := w.catchUp(store)
 		if errors.Is(err, syscall.ECONNREFUSED) {
 			failed = append(failed, err)
@@ -144,13 +145,13 @@ func catchUpAfterFailover(t *testing.T, w *world, store *eventstore.Store) {
 		}
 		require.NoError(t, err)
 	}
-	require.Less(t, len(failed), 20, "CatchUp never succeeded")
+	require.Less(t, len(failed), 12, "CatchUp never succeeded")
 	if len(failed) > 0 {
 		// projection.Runner's prepare (runner.go) PINGs through the
 		// store's client first; on a cluster client rueidis sends a
 		// keyless command to a random known node (cluster.go _pick,
 		// InitSlot), here the dead master.
-		t.Errorf("%d of 20 CatchUp calls after the failover failed at start: %v", len(failed), failed[0])
+		w.defect("%d of 12 CatchUp calls after the failover failed at start: %v", len(failed), failed[0])
 	}
 }
 

@@ -31,6 +31,8 @@ type result struct {
 	Unknown    int     `json:"unknown"`
 	Unseen     int     `json:"unseen"`
 	Passed     bool    `json:"passed"`
+	// Defects are the product defects the test reported (see defect).
+	Defects []string `json:"defects,omitempty"`
 }
 
 // scenario describes one row of the table.
@@ -54,6 +56,15 @@ func (w *world) report(sc scenario, rep *faultenv.Report, unseen int, note strin
 	w.t.Logf("%s: %s", sc.Name, note)
 }
 
+// defect fails the test with a finding about the code under test (not
+// the harness), which also goes into the report line.
+func (w *world) defect(format string, args ...any) {
+	w.t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	w.defects = append(w.defects, msg)
+	w.t.Error(msg)
+}
+
 // writeResult appends the scenario's line to $REDSOURCE_FAULT_REPORT,
 // if set, once the test is over: its figures, if it got that far, and
 // whether it passed.
@@ -68,6 +79,7 @@ func (w *world) writeResult() {
 			Note: "failed before its figures were taken"}
 	}
 	r.Passed = !w.t.Failed()
+	r.Defects = w.defects
 	r.Seconds = time.Since(w.start).Round(10 * time.Millisecond).Seconds()
 	line, err := json.Marshal(r)
 	if err != nil {

@@ -35,17 +35,18 @@ const (
 // world is one scenario's PostgreSQL schema (toolkit tables and the ledger
 // read model), its history of appends, and the things it started.
 type world struct {
-	t      *testing.T
-	ctx    context.Context
-	pool   *pgxpool.Pool
-	schema string
-	h      faultenv.History
-	ledger *ledger
-	ops    opRecorder
-	start  time.Time
-	logs   *testenv.Buffer // the runners' log, shown when the test fails
-	sc     scenario
-	result *result // the figures, once report has them
+	t       *testing.T
+	ctx     context.Context
+	pool    *pgxpool.Pool
+	schema  string
+	h       faultenv.History
+	ledger  *ledger
+	ops     opRecorder
+	start   time.Time
+	logs    *testenv.Buffer // the runners' log, shown when the test fails
+	sc      scenario
+	result  *result  // the figures, once report has them
+	defects []string // see defect
 }
 
 // newWorld sets up a scenario's world; its figures (see report) are
