@@ -134,7 +134,7 @@ func TestFaultRestartUnderBlockedConsumers(t *testing.T) {
 	wg.Wait()
 
 	require.NoError(t, w.catchUp(store))
-	err, returned := run.wait(0)
+	returned, err := run.wait(0)
 	require.False(t, returned, "the runner returned after the restart: %v", err)
 	require.NoError(t, run.stop(30*time.Second))
 	rep := w.check(store)

@@ -36,7 +36,7 @@ func TestFaultRestartWithoutPersistence(t *testing.T) {
 		return ld.errs.count("namespace lost") >= 50
 	})
 	ld.halt()
-	err, returned := run.wait(30 * time.Second)
+	returned, err := run.wait(30 * time.Second)
 	require.True(t, returned, "the runner goes on after Redis lost the namespace")
 	require.ErrorIs(t, err, eventstore.ErrNamespaceLost)
 	require.ErrorIs(t, err, eventstore.ErrDataLoss)
@@ -73,7 +73,7 @@ func TestFaultRestartWithoutPersistence(t *testing.T) {
 	_, err = fresh.Append(w.ctx, stream(aggID(0)), eventstore.NoStream, eventstore.EventData{Type: "Added", Data: payload("again")})
 	require.NoError(t, err)
 	again := w.runProjector(fresh)
-	err, returned = again.wait(30 * time.Second)
+	returned, err = again.wait(30 * time.Second)
 	require.True(t, returned, "a runner took the new incarnation")
 	require.ErrorAs(t, err, &ne)
 	require.NotEmpty(t, ne.Found, "Redis holds another identity")

@@ -111,7 +111,7 @@ func payload(tag string) []byte {
 // checks, so that takeovers and detection happen within a scenario.
 func (w *world) runnerConfig(store *eventstore.Store) projection.Config {
 	return projection.Config{
-		Store: store, DB: w.pool, Schema: w.schema, WorkerID: "",
+		Store: store, DB: w.pool, Schema: w.schema,
 		BatchSize: 200, LeaseTTL: 2 * time.Second, Block: 200 * time.Millisecond,
 		Backoff: 5 * time.Millisecond, CheckInterval: 200 * time.Millisecond,
 		MaxAttempts: 3,
@@ -156,15 +156,21 @@ func (r *running) stop(d time.Duration) error {
 	}
 }
 
-// wait waits up to d for Run to return by itself and returns its error.
-func (r *running) wait(d time.Duration) (error, bool) {
+// wait waits up to d for Run to return by itself and reports whether it
+// did, with its error.
+func (r *running) wait(d time.Duration) (bool, error) {
+	select {
+	case <-r.done:
+		return true, r.err
+	default:
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-r.done:
-		return r.err, true
+		return true, r.err
 	case <-t.C:
-		return nil, false
+		return false, nil
 	}
 }
 
