@@ -2,6 +2,7 @@ package eventstore
 
 import (
 	"context"
+	"errors"
 	_ "embed"
 	"fmt"
 	"strconv"
@@ -37,18 +38,26 @@ func (s *Store) Append(ctx context.Context, stream StreamID, expected Expected, 
 	if err != nil {
 		return AppendResult{}, err
 	}
-	ident, err := s.identity(ctx, true)
-	if err != nil {
-		return AppendResult{}, err
-	}
-	n, err := s.Partitions(ctx, stream.Category)
-	if err != nil {
-		return AppendResult{}, err
+	retry := newRetrier(s.cfg.RetryUnavailable)
+	// What the store must know first (the server's settings, the
+	// namespace identity, the partition count) is read with the same
+	// budget: nothing is written before it.
+	var ident string
+	var n int
+	for {
+		if ident, err = s.identity(ctx, true); err == nil {
+			n, err = s.Partitions(ctx, stream.Category)
+		}
+		if err == nil {
+			break
+		}
+		if !errors.Is(Classify(err), ErrUnavailable) || !retry.wait(ctx) {
+			return AppendResult{}, err
+		}
 	}
 	p := s.Partition(stream)
 	keys := []string{s.keys.Log(stream.Category, p), s.keys.Aggregate(stream.Category, p, stream.ID), s.keys.PartitionMeta(stream.Category, p)}
 	args[0], args[1] = partitionMeta(ident, n), "0"
-	retry := newRetrier(s.cfg.RetryUnavailable)
 	for {
 		reply, err := appendScript.Exec(ctx, s.client, keys, args).ToArray()
 		if err != nil {

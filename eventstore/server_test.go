@@ -168,6 +168,7 @@ func TestUnavailableRedisIsRetriedWithinABudget(t *testing.T) {
 	_, err = fresh.Append(ctx, st, eventstore.Exact(2), ev("A", "3"))
 	require.ErrorIs(t, err, eventstore.ErrUnavailable, "%v", err)
 	require.Less(t, time.Since(start), 5*time.Second, "bounded by the budget, not by the context")
+	require.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond, "and retried within it")
 	for _, err := range fresh.Read(ctx, st, 0) {
 		require.ErrorIs(t, err, eventstore.ErrUnavailable)
 	}
