@@ -2,8 +2,8 @@ package eventstore
 
 import (
 	"context"
-	"errors"
 	_ "embed"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
