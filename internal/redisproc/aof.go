@@ -18,8 +18,11 @@ import (
 // files, listed in appendonly.aof.manifest. New writes go to the newest
 // incr file. Truncating that file's tail keeps the manifest valid, and
 // with aof-load-truncated yes (the default) Redis loads the valid prefix,
-// reverting an incomplete MULTI/EXEC (a script's effects) as a whole, and
-// trims the file to it.
+// leaving out an incomplete MULTI/EXEC (a script's effects), and trims
+// the file. Redis 7.0.15 trims a short read inside a MULTI block to its
+// last complete command, not to before the MULTI: the next restart then
+// replays that half block with the next one, unless the AOF was rewritten
+// in between (BGREWRITEAOF; docs/reliability.md).
 
 const aofDir = "appendonlydir"
 

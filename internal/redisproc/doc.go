@@ -35,8 +35,9 @@
 // (a torn write), [Server.CutAOFBack] truncates it to its size of d ago (a
 // power loss with appendfsync everysec), and [Server.SnapshotAOF] with
 // [Server.RestoreAOF] put back an earlier copy. Each kills the server
-// first and restarts it after; Redis loads the valid prefix and reverts a
-// script cut in half as a whole.
+// first and restarts it after; Redis loads the valid prefix and leaves out
+// a script cut in half (on that load: see aof.go for what Redis 7.0.15
+// then leaves in the file).
 //
 // [Server.Do] sends one command on its own connection, in RESP2 as the
 // default user, for the test's own checks (INFO, CONFIG SET, DEBUG
