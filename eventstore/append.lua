@@ -106,9 +106,15 @@ local t = redis.call('TIME')
 local recorded = t[1] .. string.format('%06d', tonumber(t[2]))
 
 local ids = {}
+local indexed = 0 -- ids[1..indexed] are in the aggregate stream too
 local function undo(err)
+  -- Only what this script wrote: an aggregate entry may carry the same ID
+  -- as the log entry whose indexing failed (a log recreated within the
+  -- millisecond of an earlier event).
   for j = 1, #ids do
     redis.pcall('XDEL', log, ids[j])
+  end
+  for j = 1, indexed do
     redis.pcall('XDEL', agg, ids[j])
   end
   return redis.error_reply('append undone: ' .. tostring(err))
@@ -123,6 +129,7 @@ for i = 1, k do
   ids[i] = id
   local ok = redis.pcall('XADD', agg, id, 'e', ARGV[b + 1])
   if type(ok) == 'table' and ok.err then return undo(ok.err) end
+  indexed = i
 end
 
 local r = {1, cur + 1, recorded}

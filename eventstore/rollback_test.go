@@ -112,3 +112,38 @@ func TestAppendUndoneWhenAggregateIsAheadOfLog(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, uint64(2), v, "the aggregate stream is unchanged")
 }
+
+// The undo of a failed append removes only what the append wrote: when
+// the log's new entry takes the very ID an earlier event of the aggregate
+// has (a log recreated within that event's millisecond) and indexing it
+// fails, the earlier event's aggregate entry stays.
+func TestAppendUndoKeepsAnEarlierEntryWithTheSameID(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	s := newStore(t, eventstore.Config{Partitions: 1})
+	c := s.Client()
+	st := eventstore.StreamID{Category: "u", ID: "x"}
+	logKey := s.LogKey("u", 0)
+	future := serverMs(t, c) + 600000
+	_, err := s.Append(ctx, st, eventstore.NoStream, ev("First", ""))
+	require.NoError(t, err)
+	xsetid(t, c, logKey, fmt.Sprintf("%d-0", future))
+	seed, err := s.Append(ctx, st, eventstore.Exact(1), ev("Seed", ""))
+	require.NoError(t, err)
+	require.Equal(t, fmt.Sprintf("%d-1", future), seed.Positions[0].String())
+	xsetid(t, c, logKey, fmt.Sprintf("%d-0", future+3600000))
+	_, err = s.Append(ctx, st, eventstore.Exact(2), ev("Ahead", ""))
+	require.NoError(t, err)
+
+	// The log is recreated just before Seed's ID: its next entry gets
+	// Seed's ID, which the aggregate stream (ahead by an hour) refuses.
+	require.NoError(t, c.Do(ctx, c.B().Del().Key(logKey).Build()).Error())
+	require.NoError(t, c.Do(ctx, c.B().Xadd().Key(logKey).Id(fmt.Sprintf("%d-0", future)).FieldValue().FieldValue("x", "y").Build()).Error())
+	require.NoError(t, c.Do(ctx, c.B().Xdel().Key(logKey).Id(fmt.Sprintf("%d-0", future)).Build()).Error())
+	_, err = s.Append(ctx, st, eventstore.Exact(3), ev("A", ""))
+	require.ErrorContains(t, err, "append undone")
+
+	v, err := s.Version(ctx, st)
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), v, "every earlier aggregate entry is still there")
+}

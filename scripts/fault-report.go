@@ -20,25 +20,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-)
 
-type result struct {
-	Scenario   string   `json:"scenario"`
-	Test       string   `json:"test"`
-	Ops        int      `json:"ops"`
-	Acked      int      `json:"acked"`
-	Lost       int      `json:"lost"`
-	Duplicated int      `json:"duplicated"`
-	Detected   int      `json:"detected"`
-	Note       string   `json:"note"`
-	Injected   string   `json:"injected"`
-	Property   string   `json:"property"`
-	Seconds    float64  `json:"seconds"`
-	Unknown    int      `json:"unknown"`
-	Unseen     int      `json:"unseen"`
-	Passed     bool     `json:"passed"`
-	Defects    []string `json:"defects"`
-}
+	"github.com/redsource/redsource/internal/faultsuite"
+)
 
 func main() {
 	var in []io.Reader
@@ -53,7 +37,7 @@ func main() {
 	if len(in) == 0 {
 		in = append(in, os.Stdin)
 	}
-	byTest := map[string]result{}
+	byTest := map[string]faultsuite.Result{}
 	for _, r := range in {
 		sc := bufio.NewScanner(r)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -62,7 +46,7 @@ func main() {
 			if line == "" {
 				continue
 			}
-			var res result
+			var res faultsuite.Result
 			if err := json.Unmarshal([]byte(line), &res); err != nil {
 				fail(fmt.Errorf("line %d: %w", n, err))
 			}
@@ -72,11 +56,11 @@ func main() {
 			fail(err)
 		}
 	}
-	rows := make([]result, 0, len(byTest))
+	rows := make([]faultsuite.Result, 0, len(byTest))
 	for _, r := range byTest {
 		rows = append(rows, r)
 	}
-	slices.SortFunc(rows, func(a, b result) int {
+	slices.SortFunc(rows, func(a, b faultsuite.Result) int {
 		return cmp.Or(cmp.Compare(order(a.Scenario), order(b.Scenario)), cmp.Compare(a.Scenario, b.Scenario))
 	})
 

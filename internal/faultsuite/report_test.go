@@ -15,26 +15,6 @@ import (
 // docs/reliability.md.
 const reportEnv = "REDSOURCE_FAULT_REPORT"
 
-// result is one scenario's figures, as written to the report file.
-type result struct {
-	Scenario   string  `json:"scenario"`
-	Test       string  `json:"test"`
-	Ops        int     `json:"ops"`
-	Acked      int     `json:"acked"`
-	Lost       int     `json:"lost"`
-	Duplicated int     `json:"duplicated"`
-	Detected   int     `json:"detected"`
-	Note       string  `json:"note"`
-	Injected   string  `json:"injected"`
-	Property   string  `json:"property"`
-	Seconds    float64 `json:"seconds"`
-	Unknown    int     `json:"unknown"`
-	Unseen     int     `json:"unseen"`
-	Passed     bool    `json:"passed"`
-	// Defects are the product defects the test reported (see defect).
-	Defects []string `json:"defects,omitempty"`
-}
-
 // scenario describes one row of the table.
 type scenario struct {
 	Name, Injected, Property string
@@ -47,7 +27,7 @@ var reportMu sync.Mutex
 // had seen (allowed to go undetected).
 func (w *world) report(sc scenario, rep *faultenv.Report, unseen int, note string) {
 	w.t.Helper()
-	w.result = &result{
+	w.result = &Result{
 		Scenario: sc.Name, Test: w.t.Name(), Ops: rep.Operations, Acked: rep.Acknowledged, Lost: rep.Lost,
 		Duplicated: rep.Duplicated, Detected: rep.Detected, Note: note, Injected: sc.Injected, Property: sc.Property,
 		Unknown: rep.Unknown, Unseen: unseen,
@@ -75,7 +55,7 @@ func (w *world) writeResult() {
 	}
 	r := w.result
 	if r == nil {
-		r = &result{Scenario: w.sc.Name, Test: w.t.Name(), Injected: w.sc.Injected, Property: w.sc.Property,
+		r = &Result{Scenario: w.sc.Name, Test: w.t.Name(), Injected: w.sc.Injected, Property: w.sc.Property,
 			Note: "failed before its figures were taken"}
 	}
 	r.Passed = !w.t.Failed()

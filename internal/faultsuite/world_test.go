@@ -45,7 +45,7 @@ type world struct {
 	start   time.Time
 	logs    *testenv.Buffer // the runners' log, shown when the test fails
 	sc      scenario
-	result  *result  // the figures, once report has them
+	result  *Result  // the figures, once report has them
 	defects []string // see defect
 }
 
