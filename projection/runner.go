@@ -37,11 +37,10 @@ type Runner struct {
 	projs []Projection
 	keys  keys.Layout
 
+	mu       sync.Mutex
 	identity string // the namespace identity the schema remembers, from prepare
-
-	mu    sync.Mutex
-	owned map[unit]*ownedUnit
-	wg    sync.WaitGroup
+	owned    map[unit]*ownedUnit
+	wg       sync.WaitGroup
 }
 
 // unit is one (projection, category, partition): the thing a lease owns.
@@ -146,12 +145,18 @@ func (r *Runner) prepare(ctx context.Context) ([][]unit, error) {
 		if err != nil {
 			return err
 		}
-		if r.identity, err = r.cfg.Store.CheckIdentity(ctx, remembered, r.witnessName()); err != nil {
+		id, err := r.cfg.Store.CheckIdentity(ctx, remembered, r.witnessName())
+		if err != nil {
 			return fmt.Errorf("projection: %w", err)
 		}
 		if remembered == "" {
-			return recordIdentity(ctx, tx, table, r.cfg.Schema, ns, r.identity)
+			if err := recordIdentity(ctx, tx, table, r.cfg.Schema, ns, id); err != nil {
+				return err
+			}
 		}
+		r.mu.Lock()
+		r.identity = id
+		r.mu.Unlock()
 		return nil
 	})
 	if err != nil {
@@ -193,7 +198,10 @@ func (r *Runner) witnessName() string { return fmt.Sprintf("PostgreSQL schema %q
 // checkIdentity reads the namespace's identity from Redis and compares it
 // with the one the schema remembers.
 func (r *Runner) checkIdentity(ctx context.Context) error {
-	_, err := r.cfg.Store.CheckIdentity(ctx, r.identity, r.witnessName())
+	r.mu.Lock()
+	id := r.identity
+	r.mu.Unlock()
+	_, err := r.cfg.Store.CheckIdentity(ctx, id, r.witnessName())
 	return err
 }
 
