@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -57,29 +58,70 @@ func (s *Store) Append(ctx context.Context, stream StreamID, expected Expected, 
 	}
 	p := s.Partition(stream)
 	keys := []string{s.keys.Log(stream.Category, p), s.keys.Aggregate(stream.Category, p, stream.ID), s.keys.PartitionMeta(stream.Category, p)}
-	args[0], args[1] = partitionMeta(ident, n), "0"
+	create, resend := byte('-'), s.unknown.has(ids[0]) && expected.kind != expectExact
+	args[0] = partitionMeta(ident, n)
 	for {
-		reply, err := appendScript.Exec(ctx, s.client, keys, args).ToArray()
+		args[1] = control(create, expected, resend, ids[0])
+		reply, err := appendScript.Exec(ctx, s.client, keys, args).ToString()
 		if err != nil {
-			// Nothing ran (unavailable), or the same events with the same
-			// IDs at an exact version are recognised if the first try ran
-			// (unknown): either way another try is safe.
+			// Nothing ran (unavailable), or it may have run (unknown): the
+			// same events with the same IDs are recognised if it did, at
+			// their versions (exact) or as a flagged re-send (any,
+			// exists), so another try is safe either way.
 			class := Classify(err)
-			if (class == ErrUnavailable || class == ErrUnknownOutcome && expected.kind == expectExact) && retry.wait(ctx) {
+			if class == ErrUnknownOutcome {
+				resend = expected.kind != expectExact
+				s.unknown.add(ids[0])
+			}
+			if (class == ErrUnavailable || class == ErrUnknownOutcome) && retry.wait(ctx) {
 				continue
 			}
 			return AppendResult{}, fmt.Errorf("eventstore: append to %s: %w", stream, classify(err))
 		}
-		if st, _ := reply[0].AsInt64(); st == 3 && len(reply) == 2 {
-			have, _ := reply[1].ToString()
-			if err := s.partitionMetaRefused(ctx, stream, p, ident, n, have, args[1] == "1"); err != nil {
+		if have, ok := strings.CutPrefix(reply, "3 "); ok {
+			if err := s.partitionMetaRefused(ctx, stream, p, ident, n, have, create == 'C'); err != nil {
 				return AppendResult{}, err
 			}
-			args[1] = "1" // a partition new to this namespace: create its meta key
+			create = 'C' // a partition new to this namespace: create its meta key
 			continue
 		}
-		return parseAppendReply(stream, expected, p, ids, reply)
+		res, err := parseAppendReply(stream, expected, p, ids, reply)
+		if err == nil {
+			s.unknown.remove(ids[0])
+		}
+		return res, err
 	}
+}
+
+// resendWindow is how far before an event UUIDv7's time a flagged re-send
+// looks for its original: the writer's clock may be ahead of Redis's.
+const resendWindow = 5 * time.Minute
+
+// control is the script's ARGV[2] (see append.lua): whether the partition
+// meta may be created, the expected version's kind, whether this is a
+// re-send, and the expected version (exact) or the lowest log millisecond
+// the original of a re-send can have (the first event's UUIDv7 time less
+// resendWindow; 0 for an ID of another version).
+func control(create byte, expected Expected, resend bool, first uuid.UUID) string {
+	b := make([]byte, 3, 24)
+	b[0], b[1], b[2] = create, 'a', '-'
+	switch expected.kind {
+	case expectExact:
+		b[1] = 'e'
+		return string(strconv.AppendUint(b, expected.version, 10))
+	case expectExists:
+		b[1] = 'x'
+	}
+	if !resend {
+		return string(b)
+	}
+	b[2] = 'R'
+	bound := int64(0)
+	if first.Version() == 7 {
+		sec, nsec := first.Time().UnixTime()
+		bound = max(0, time.Unix(sec, nsec).Add(-resendWindow).UnixMilli())
+	}
+	return string(strconv.AppendInt(b, bound, 10))
 }
 
 // partitionMetaRefused explains an append the script refused because the
@@ -127,17 +169,9 @@ func (s *Store) appendArgs(stream StreamID, expected Expected, events []EventDat
 	case len(events) > s.cfg.MaxAppendEvents:
 		return nil, nil, fmt.Errorf("%w: %d events to append to %s, the limit is %d", ErrInvalidAppend, len(events), stream, s.cfg.MaxAppendEvents)
 	}
-	kind := "a"
-	switch expected.kind {
-	case expectExact:
-		kind = "e"
-	case expectExists:
-		kind = "x"
-	}
-	// args[0] and args[1] (the partition meta and whether to create it)
+	// args[0] and args[1] (the partition meta and the control string)
 	// are filled in by Append.
-	args := make([]string, 6, 6+4*len(events))
-	args[2], args[3], args[4], args[5] = kind, strconv.FormatUint(expected.version, 10), strconv.Itoa(len(events)), stream.ID
+	args := make([]string, 2, 2+2*len(events))
 	ids := make([]uuid.UUID, len(events))
 	seen := make(map[uuid.UUID]int, len(events))
 	total := 0
@@ -167,7 +201,13 @@ func (s *Store) appendArgs(stream StreamID, expected Expected, events []EventDat
 		}
 		seen[id] = i
 		ids[i] = id
-		args = append(args, id.String(), e.Type, string(e.Data), meta)
+		// With an exact version the header is whole; otherwise the script
+		// puts the version in front.
+		h := headerTail(id, e.Type, stream.ID, meta)
+		if v, ok := expected.Version(); ok {
+			h = strconv.FormatUint(v+uint64(i)+1, 10) + h
+		}
+		args = append(args, h, string(e.Data))
 	}
 	return args, ids, nil
 }
@@ -184,57 +224,43 @@ func encodeMetadataChecked(m map[string]string) (string, error) {
 	return encodeMetadata(m)
 }
 
-func parseAppendReply(stream StreamID, expected Expected, p int, ids []uuid.UUID, reply []rueidis.RedisMessage) (AppendResult, error) {
+// parseAppendReply reads the script's reply: "1 <first version> <ids>"
+// (appended), "2 …" (already appended) or "0 <actual version>".
+func parseAppendReply(stream StreamID, expected Expected, p int, ids []uuid.UUID, reply string) (AppendResult, error) {
 	bad := func(why string) (AppendResult, error) {
-		return AppendResult{}, fmt.Errorf("eventstore: append to %s: unexpected script reply: %s", stream, why)
+		return AppendResult{}, fmt.Errorf("eventstore: append to %s: unexpected script reply %q: %s", stream, reply, why)
 	}
-	if len(reply) < 2 {
+	parts := strings.Split(reply, " ")
+	if len(parts) < 2 {
 		return bad("too short")
 	}
-	status, err := reply[0].AsInt64()
+	version, err := strconv.ParseUint(parts[1], 10, 64)
 	if err != nil {
 		return bad(err.Error())
 	}
-	version, err := reply[1].AsInt64()
-	if err != nil {
-		return bad(err.Error())
+	switch parts[0] {
+	case "0":
+		return AppendResult{}, &ConflictError{Stream: stream, Expected: expected, Actual: version}
+	case "1", "2":
+	default:
+		return bad("unknown status")
 	}
-	if status == 0 {
-		return AppendResult{}, &ConflictError{Stream: stream, Expected: expected, Actual: uint64(version)}
-	}
-	if len(reply) != 3+len(ids) {
-		return bad(fmt.Sprintf("%d elements for %d events", len(reply), len(ids)))
+	if len(parts) != 2+len(ids) {
+		return bad(fmt.Sprintf("%d positions for %d events", len(parts)-2, len(ids)))
 	}
 	res := AppendResult{
-		FirstVersion: uint64(version),
-		LastVersion:  uint64(version) + uint64(len(ids)) - 1,
+		FirstVersion: version,
+		LastVersion:  version + uint64(len(ids)) - 1,
 		Positions:    make([]Position, len(ids)),
 		EventIDs:     ids,
 		Partition:    p,
-		Duplicate:    status == 2,
-	}
-	if ts, _ := reply[2].ToString(); ts != "" {
-		if res.RecordedAt, err = recordedAt(ts); err != nil {
-			return bad(err.Error())
-		}
+		Duplicate:    parts[0] == "2",
 	}
 	for i := range ids {
-		id, err := reply[3+i].ToString()
-		if err != nil {
-			return bad(err.Error())
-		}
-		if res.Positions[i], err = ParsePosition(id); err != nil {
+		if res.Positions[i], err = ParsePosition(parts[2+i]); err != nil {
 			return bad(err.Error())
 		}
 	}
+	res.RecordedAt = res.Positions[0].Time()
 	return res, nil
-}
-
-// recordedAt converts the script's microsecond timestamp.
-func recordedAt(us string) (time.Time, error) {
-	n, err := strconv.ParseInt(us, 10, 64)
-	if err != nil {
-		return time.Time{}, err
-	}
-	return time.UnixMicro(n).UTC(), nil
 }

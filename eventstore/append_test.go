@@ -8,9 +8,12 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
 
 	"github.com/redsource/redsource/eventstore"
+	"github.com/redsource/redsource/internal/faultenv"
+	"github.com/redsource/redsource/internal/testenv"
 )
 
 func TestAppendAndRead(t *testing.T) {
@@ -271,4 +274,53 @@ func TestConfigValidation(t *testing.T) {
 	require.Equal(t, eventstore.Config{}, cfg, "the caller's config is not changed")
 	require.Equal(t, "rs", s.Config().Namespace)
 	require.Equal(t, 8, s.Config().Partitions)
+}
+
+// A re-send of an Any or StreamExists append whose outcome was unknown is
+// recognised whatever was appended since: the store remembers appends of
+// unknown outcome and flags their re-sends, which the script looks for in
+// the aggregate (I4 for every expected-version mode).
+func TestResendOfUnknownOutcomeIsRecognisedForEveryMode(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	srv := faultenv.Start(t, faultenv.Options{})
+	d := faultenv.NewDropper(1)
+	opt := testenv.RedisOption(t, srv.URL())
+	opt.DialCtxFn = d.Dial
+	c, err := rueidis.NewClient(opt)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	// The store's own re-sends are off, so that the caller's re-send is
+	// what is tested.
+	s, err := eventstore.New(c, eventstore.Config{Namespace: "resend", RetryUnavailable: -1})
+	require.NoError(t, err)
+	other, err := eventstore.New(testenv.RedisAt(t, srv.URL()), eventstore.Config{Namespace: "resend"})
+	require.NoError(t, err)
+
+	for i, expected := range []eventstore.Expected{eventstore.Any, eventstore.StreamExists} {
+		st := eventstore.StreamID{Category: "acc", ID: fmt.Sprint("a", i)}
+		_, err := s.Append(ctx, st, eventstore.NoStream, ev("Opened", ""))
+		require.NoError(t, err)
+		batch := []eventstore.EventData{
+			{ID: uuid.Must(uuid.NewV7()), Type: "Deposited", Data: []byte("1")},
+			{ID: uuid.Must(uuid.NewV7()), Type: "Deposited", Data: []byte("2")},
+		}
+		d.Only("EVALSHA")
+		d.DropNext(1)
+		_, err = s.Append(ctx, st, expected, batch...)
+		require.ErrorIs(t, err, eventstore.ErrUnknownOutcome, expected.String())
+		// Meanwhile another writer appends.
+		for range 3 {
+			_, err = other.Append(ctx, st, eventstore.Any, ev("Other", ""))
+			require.NoError(t, err)
+		}
+		res, err := s.Append(ctx, st, expected, batch...)
+		require.NoError(t, err, expected.String())
+		require.True(t, res.Duplicate, "%s: the re-send is recognised", expected)
+		require.Equal(t, uint64(2), res.FirstVersion)
+		all := collect(t, s.Read(ctx, st, 0))
+		require.Len(t, all, 6, "%s: stored once", expected)
+		require.Equal(t, batch[0].ID, all[1].ID)
+		require.Equal(t, res.Positions[0], all[1].Position)
+	}
 }

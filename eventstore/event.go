@@ -26,15 +26,18 @@ type EventData struct {
 
 // Event is what a reader gets.
 type Event struct {
-	Stream     StreamID
-	Partition  int
-	Version    uint64   // 1-based position in the aggregate stream
-	Position   Position // the entry ID in the partition log
-	ID         uuid.UUID
-	Type       string
-	Data       []byte
-	Metadata   map[string]string
-	RecordedAt time.Time // Redis server time when appended
+	Stream    StreamID
+	Partition int
+	Version   uint64   // 1-based position in the aggregate stream
+	Position  Position // the entry ID in the partition log
+	ID        uuid.UUID
+	Type      string
+	Data      []byte
+	Metadata  map[string]string
+	// RecordedAt is when Redis appended the event: its position's
+	// millisecond (Position.Time). After the server's clock went back it
+	// is the last earlier entry's millisecond, later than the wall clock.
+	RecordedAt time.Time
 }
 
 type expectedKind uint8
@@ -86,8 +89,8 @@ type AppendResult struct {
 	Positions                 []Position  // one per event, in order
 	EventIDs                  []uuid.UUID // one per event (generated ones included)
 	Partition                 int
-	// RecordedAt is the Redis server time of the append (zero for a
-	// duplicate).
+	// RecordedAt is when Redis appended the events (the first position's
+	// millisecond), also for a duplicate.
 	RecordedAt time.Time
 	// Duplicate is true when these events were already appended (an
 	// idempotent retry): nothing was written and the original positions

@@ -1,40 +1,35 @@
 package eventstore
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/google/uuid"
 )
 
-// The entry wire format, version 1 (docs/format.md). A partition-log entry
-// has exactly these fields, always all of them and in this order, so Redis
-// stores the field names once per listpack node:
+// The entry wire format, version 2 (docs/format.md). A partition-log entry
+// has exactly two fields, always in this order, so Redis stores the field
+// names once per stream node and each entry pays only for its values:
 //
-//	v     "1"
-//	agg   aggregate ID
-//	ver   version, decimal
-//	eid   event UUID, canonical text form
-//	type  event type
-//	data  payload bytes, as given
-//	meta  metadata as a JSON object of strings, or "" when empty
-//	ts    server time at append, microseconds since the Unix epoch, decimal
+//	h2  the header: version (decimal) SP event UUID (16 raw bytes)
+//	    type NUL aggregate ID NUL metadata (a JSON object of strings, or
+//	    nothing)
+//	d   the payload, bytes as given
 //
-// An aggregate-stream entry has one field, e = event UUID, under the same
-// ID as the log entry.
+// The field name carries the format version: a later format names its
+// header otherwise, and a reader refuses a header it does not know.
+// The entry's time is its ID's millisecond (the Redis server's clock when
+// it was appended; see Event.RecordedAt).
+//
+// An aggregate index is a Redis list of the log IDs of the aggregate's
+// events: element i is version i+1.
 const (
-	FormatVersion = "1"
+	FormatVersion = "2"
 
-	fieldFormat   = "v"
-	fieldAgg      = "agg"
-	fieldVersion  = "ver"
-	fieldEventID  = "eid"
-	fieldType     = "type"
-	fieldData     = "data"
-	fieldMeta     = "meta"
-	fieldRecorded = "ts"
+	fieldHeader = "h2"
+	fieldData   = "d"
 )
 
 func encodeMetadata(m map[string]string) (string, error) {
@@ -48,69 +43,96 @@ func encodeMetadata(m map[string]string) (string, error) {
 	return string(b), nil
 }
 
+// headerTail is what follows the version in an h2 header: a space, the
+// event UUID, the type, the aggregate ID and the metadata.
+func headerTail(id uuid.UUID, typ, aggregate, meta string) string {
+	b := make([]byte, 0, 1+16+len(typ)+1+len(aggregate)+1+len(meta))
+	b = append(b, ' ')
+	b = append(b, id[:]...)
+	b = append(b, typ...)
+	b = append(b, 0)
+	b = append(b, aggregate...)
+	b = append(b, 0)
+	b = append(b, meta...)
+	return string(b)
+}
+
 // DecodeEntry decodes one partition-log entry (its ID and flat field/value
 // list) of the given category and partition. Unknown fields are ignored so
-// that later minor additions stay readable; an unknown format version, a
-// missing field or a malformed value is an error matching ErrCorruptEntry.
+// that later minor additions stay readable; an entry without an h2 header
+// (another format), a missing field or a malformed value is an error
+// matching ErrCorruptEntry.
 func DecodeEntry(category string, partition int, id string, fields []string) (Event, error) {
 	pos, err := ParsePosition(id)
 	if err != nil {
 		return Event{}, fmt.Errorf("%w: entry %q in %s partition %d: %w", ErrCorruptEntry, id, category, partition, err)
 	}
-	ev := Event{Stream: StreamID{Category: category}, Partition: partition, Position: pos}
+	ev := Event{Stream: StreamID{Category: category}, Partition: partition, Position: pos,
+		RecordedAt: pos.Time()}
 	if len(fields)%2 != 0 {
 		return ev, corrupt(ev, "odd number of field elements")
 	}
-	var seen uint8
+	var header, data *string
+	var others []string
 	for i := 0; i < len(fields); i += 2 {
-		v := fields[i+1]
 		switch fields[i] {
-		case fieldFormat:
-			seen |= 1
-			if v != FormatVersion {
-				return ev, corrupt(ev, fmt.Sprintf("unsupported format version %q (this build reads %q)", v, FormatVersion))
-			}
-		case fieldAgg:
-			seen |= 2
-			ev.Stream.ID = v
-		case fieldVersion:
-			seen |= 4
-			n, err := strconv.ParseUint(v, 10, 64)
-			if err != nil || n == 0 {
-				return ev, corrupt(ev, fmt.Sprintf("bad version %q", v))
-			}
-			ev.Version = n
-		case fieldEventID:
-			seen |= 8
-			u, err := uuid.Parse(v)
-			if err != nil {
-				return ev, corrupt(ev, fmt.Sprintf("bad event ID %q", v))
-			}
-			ev.ID = u
-		case fieldType:
-			seen |= 16
-			ev.Type = v
+		case fieldHeader:
+			header = &fields[i+1]
 		case fieldData:
-			seen |= 32
-			ev.Data = []byte(v)
-		case fieldMeta:
-			if v != "" {
-				if err := json.Unmarshal([]byte(v), &ev.Metadata); err != nil {
-					return ev, corrupt(ev, "bad metadata: "+err.Error())
-				}
-			}
-		case fieldRecorded:
-			us, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				return ev, corrupt(ev, fmt.Sprintf("bad recorded time %q", v))
-			}
-			ev.RecordedAt = time.UnixMicro(us).UTC()
+			data = &fields[i+1]
+		default:
+			others = append(others, fields[i])
 		}
 	}
-	if seen != 63 {
-		return ev, corrupt(ev, "missing fields (want v, agg, ver, eid, type, data)")
+	switch {
+	case header == nil && len(others) > 0:
+		return ev, corrupt(ev, fmt.Sprintf("no h2 header: an entry of another format (fields %q; this build reads format %s)", others, FormatVersion))
+	case header == nil || data == nil:
+		return ev, corrupt(ev, "missing fields (want h2, d)")
 	}
+	if err := decodeHeader(&ev, *header); err != nil {
+		return ev, corrupt(ev, err.Error())
+	}
+	ev.Data = []byte(*data)
 	return ev, nil
+}
+
+// decodeHeader parses an h2 header into ev.
+func decodeHeader(ev *Event, h string) error {
+	b := []byte(h)
+	sp := bytes.IndexByte(b, ' ')
+	if sp < 1 {
+		return fmt.Errorf("bad header: no version")
+	}
+	v, err := strconv.ParseUint(h[:sp], 10, 64)
+	if err != nil || v == 0 || h[0] == '+' || h[0] == '0' {
+		return fmt.Errorf("bad version %q", h[:sp])
+	}
+	ev.Version = v
+	rest := b[sp+1:]
+	if len(rest) < 16 {
+		return fmt.Errorf("bad header: event ID cut short")
+	}
+	copy(ev.ID[:], rest[:16])
+	rest = rest[16:]
+	typ, rest, ok := bytes.Cut(rest, []byte{0})
+	if !ok {
+		return fmt.Errorf("bad header: no end to the event type")
+	}
+	agg, meta, ok := bytes.Cut(rest, []byte{0})
+	if !ok {
+		return fmt.Errorf("bad header: no end to the aggregate ID")
+	}
+	if len(typ) == 0 || len(agg) == 0 {
+		return fmt.Errorf("bad header: empty event type or aggregate ID")
+	}
+	ev.Type, ev.Stream.ID = string(typ), string(agg)
+	if len(meta) > 0 {
+		if err := json.Unmarshal(meta, &ev.Metadata); err != nil {
+			return fmt.Errorf("bad metadata: %w", err)
+		}
+	}
+	return nil
 }
 
 func corrupt(ev Event, why string) error {

@@ -21,9 +21,9 @@ import (
 	"github.com/redsource/redsource/internal/keys"
 )
 
-// -update-golden rewrites testdata/entry_v1.golden from what Append writes.
+// -update-golden rewrites testdata/entry_v2.golden from what Append writes.
 // Do that only for a deliberate format change, with a new FormatVersion.
-var updateGolden = flag.Bool("update-golden", false, "rewrite testdata/entry_v1.golden")
+var updateGolden = flag.Bool("update-golden", false, "rewrite testdata/entry_v2.golden")
 
 // rawEntry is one stream entry as Redis returns it, fields in stored order.
 type rawEntry struct {
@@ -49,7 +49,7 @@ func xrange(t testing.TB, c rueidis.Client, key string) []rawEntry {
 	return out
 }
 
-// TestEntryFormatGolden pins wire format v1: the keys, field names, field
+// TestEntryFormatGolden pins wire format 2: the keys, field names, field
 // order and encodings of what Append writes. A diff here means data already
 // in Redis may no longer be read as before; see docs/format.md.
 func TestEntryFormatGolden(t *testing.T) {
@@ -68,41 +68,32 @@ func TestEntryFormatGolden(t *testing.T) {
 		ID: uuid.MustParse("0190a5d2-7c4e-7b3a-9f1e-2d3c4b5a6979"), Type: "Deposited", Data: []byte{0, 1, 0xff, '\n'},
 	})
 	require.NoError(t, err)
+	require.WithinDuration(t, before, res.RecordedAt, time.Minute, "the position's millisecond is the server's clock")
+	require.Equal(t, res.Positions[0].Time(), res.RecordedAt)
 
 	p := s.Partition(st)
 	layout := keys.Layout{NS: s.Namespace()}
+	c := s.Client()
 	logKey, aggKey, metaKey := s.LogKey(st.Category, p), layout.Aggregate(st.Category, p, st.ID), layout.PartitionMeta(st.Category, p)
-	logEntries, aggEntries := xrange(t, s.Client(), logKey), xrange(t, s.Client(), aggKey)
+	logEntries := xrange(t, c, logKey)
 	require.Len(t, logEntries, 2)
-	require.Len(t, aggEntries, 2)
+	index, err := c.Do(ctx, c.B().Lrange().Key(aggKey).Start(0).Stop(-1).Build()).AsStrSlice()
+	require.NoError(t, err)
+	require.Len(t, index, 2)
 
 	var b strings.Builder
-	b.WriteString("# Wire format v1, as Append writes it (docs/format.md). Stream IDs and\n")
-	b.WriteString("# the recorded time differ per run and are normalized; values are Go-quoted.\n")
+	b.WriteString("# Wire format 2, as Append writes it (docs/format.md). Stream IDs and\n")
+	b.WriteString("# the namespace identity differ per run and are normalized; values are Go-quoted.\n")
 	b.WriteString("# Regenerate only for a deliberate format change: go test ./eventstore -run TestEntryFormatGolden -update-golden\n")
 	ns := func(k string) string { return "<ns>" + strings.TrimPrefix(k, s.Namespace()) }
 	for i, le := range logEntries {
-		ae := aggEntries[i]
-		// The same ID in both streams (I1), and it is the position returned.
+		// The index holds the log IDs, and they are the positions returned.
 		require.Equal(t, res.Positions[i].String(), le.ID)
-		require.Equal(t, le.ID, ae.ID)
-		fields := append([]string(nil), le.Fields...)
-		for j := 0; j+1 < len(fields); j += 2 {
-			if fields[j] == "ts" {
-				us, err := strconv.ParseInt(fields[j+1], 10, 64)
-				require.NoError(t, err, "ts is decimal microseconds")
-				at := time.UnixMicro(us)
-				require.WithinDuration(t, before, at, time.Minute, "ts is the server's time at append")
-				require.Equal(t, res.RecordedAt, at.UTC())
-				fields[j+1] = "<TS>"
-			}
-		}
+		require.Equal(t, le.ID, index[i])
 		b.WriteString("\nXADD " + ns(logKey) + " <ID-" + strconv.Itoa(i+1) + ">\n")
-		writeFields(&b, fields)
-		b.WriteString("XADD " + ns(aggKey) + " <ID-" + strconv.Itoa(i+1) + ">\n")
-		writeFields(&b, ae.Fields)
+		writeFields(&b, le.Fields)
 	}
-	c := s.Client()
+	b.WriteString("RPUSH " + ns(aggKey) + " <ID-1> <ID-2>\n")
 	ident, err := c.Do(ctx, c.B().Get().Key(layout.Identity()).Build()).ToString()
 	require.NoError(t, err)
 	u, err := uuid.Parse(ident)
@@ -119,19 +110,19 @@ func TestEntryFormatGolden(t *testing.T) {
 	}
 	b.WriteString("SET " + ns(layout.Identity()) + " <IDENTITY>\n")
 
-	golden := filepath.Join("testdata", "entry_v1.golden")
+	golden := filepath.Join("testdata", "entry_v2.golden")
 	if *updateGolden {
 		require.NoError(t, os.WriteFile(golden, []byte(b.String()), 0o644))
 	}
 	want, err := os.ReadFile(golden)
 	require.NoError(t, err)
-	require.Equal(t, string(want), b.String(), "the v1 wire format changed; see docs/format.md before updating the golden file")
+	require.Equal(t, string(want), b.String(), "wire format 2 changed; see docs/format.md before updating the golden file")
 
 	// What the test encoder below produces is what Append writes, so the
 	// fuzz round trip checks the real format.
 	got := collect(t, s.Read(ctx, st, 0))
 	for i, ev := range got {
-		require.Equal(t, logEntries[i].Fields, encodeV1(ev))
+		require.Equal(t, logEntries[i].Fields, encodeV2(ev))
 	}
 }
 
@@ -141,8 +132,8 @@ func writeFields(b *strings.Builder, fields []string) {
 	}
 }
 
-// encodeV1 builds the v1 field list of an event, as docs/format.md specifies.
-func encodeV1(ev eventstore.Event) []string {
+// encodeV2 builds the field list of an event, as docs/format.md specifies.
+func encodeV2(ev eventstore.Event) []string {
 	meta := ""
 	if len(ev.Metadata) > 0 {
 		b, err := json.Marshal(ev.Metadata)
@@ -151,20 +142,13 @@ func encodeV1(ev eventstore.Event) []string {
 		}
 		meta = string(b)
 	}
-	return []string{
-		"v", "1",
-		"agg", ev.Stream.ID,
-		"ver", strconv.FormatUint(ev.Version, 10),
-		"eid", ev.ID.String(),
-		"type", ev.Type,
-		"data", string(ev.Data),
-		"meta", meta,
-		"ts", strconv.FormatInt(ev.RecordedAt.UnixMicro(), 10),
-	}
+	h := strconv.FormatUint(ev.Version, 10) + " " + string(ev.ID[:]) + ev.Type + "\x00" + ev.Stream.ID + "\x00" + meta
+	return []string{"h2", h, "d", string(ev.Data)}
 }
 
-// decodeCase is one hand-built entry of testdata/decode_v1.json: field lists
-// as v1 writers put them in Redis, frozen, with what they must decode to.
+// decodeCase is one hand-built entry of testdata/decode_v2.json: field lists
+// (Go-quoted strings) as format 2 writers put them in Redis, frozen, with
+// what they must decode to.
 type decodeCase struct {
 	Name      string   `json:"name"`
 	Category  string   `json:"category"`
@@ -172,29 +156,34 @@ type decodeCase struct {
 	ID        string   `json:"id"`
 	Fields    []string `json:"fields"`
 	Want      *struct {
-		Aggregate  string            `json:"aggregate"`
-		Version    uint64            `json:"version"`
-		EventID    string            `json:"event_id"`
-		Type       string            `json:"type"`
-		Data       string            `json:"data"`
-		Metadata   map[string]string `json:"metadata"`
-		RecordedAt string            `json:"recorded_at"`
+		Aggregate string            `json:"aggregate"`
+		Version   uint64            `json:"version"`
+		EventID   string            `json:"event_id"`
+		Type      string            `json:"type"`
+		Data      string            `json:"data"`
+		Metadata  map[string]string `json:"metadata"`
 	} `json:"want"`
 	WantError string `json:"want_error"`
 }
 
-// TestDecodeStoredV1 decodes v1 entries kept in testdata: data written with
-// format v1 must stay readable by every later build.
-func TestDecodeStoredV1(t *testing.T) {
+// TestDecodeStored decodes format 2 entries kept in testdata: data written
+// with format 2 must stay readable by every later build.
+func TestDecodeStored(t *testing.T) {
 	t.Parallel()
-	raw, err := os.ReadFile(filepath.Join("testdata", "decode_v1.json"))
+	raw, err := os.ReadFile(filepath.Join("testdata", "decode_v2.json"))
 	require.NoError(t, err)
 	var cases []decodeCase
 	require.NoError(t, json.Unmarshal(raw, &cases))
 	require.NotEmpty(t, cases)
 	for _, tc := range cases {
 		t.Run(tc.Name, func(t *testing.T) {
-			got, err := eventstore.DecodeEntry(tc.Category, tc.Partition, tc.ID, tc.Fields)
+			fields := make([]string, len(tc.Fields))
+			for i, f := range tc.Fields {
+				var err error
+				fields[i], err = strconv.Unquote(f)
+				require.NoError(t, err, "field %d of the case is a Go-quoted string", i)
+			}
+			got, err := eventstore.DecodeEntry(tc.Category, tc.Partition, tc.ID, fields)
 			if tc.WantError != "" {
 				require.ErrorIs(t, err, eventstore.ErrCorruptEntry)
 				require.ErrorContains(t, err, tc.WantError)
@@ -213,44 +202,44 @@ func TestDecodeStoredV1(t *testing.T) {
 			require.Equal(t, w.Type, got.Type)
 			require.Equal(t, w.Data, string(got.Data))
 			require.Equal(t, w.Metadata, got.Metadata)
-			if w.RecordedAt == "" {
-				require.True(t, got.RecordedAt.IsZero())
-			} else {
-				at, err := time.Parse(time.RFC3339Nano, w.RecordedAt)
-				require.NoError(t, err)
-				require.True(t, at.Equal(got.RecordedAt), "recorded at %s, want %s", got.RecordedAt, at)
-				require.Equal(t, time.UTC, got.RecordedAt.Location())
-			}
+			require.Equal(t, pos.Time(), got.RecordedAt)
+			require.Equal(t, time.UTC, got.RecordedAt.Location())
 		})
 	}
 }
 
-func TestDecodeUnknownFormatVersion(t *testing.T) {
+// An entry of another format (the pre-release field-per-value format, or
+// a later one) is refused by name, never misread.
+func TestDecodeOtherFormat(t *testing.T) {
 	t.Parallel()
-	fields := []string{"v", "2", "agg", "a", "ver", "1", "eid", "0190a5d2-7c4e-7b3a-9f1e-2d3c4b5a6978", "type", "T", "data", "", "meta", "", "ts", "1"}
+	fields := []string{"v", "1", "agg", "a", "ver", "1", "eid", "0190a5d2-7c4e-7b3a-9f1e-2d3c4b5a6978", "type", "T", "data", "", "meta", "", "ts", "1"}
 	_, err := eventstore.DecodeEntry("account", 3, "1700000000000-0", fields)
 	require.ErrorIs(t, err, eventstore.ErrCorruptEntry)
-	require.ErrorContains(t, err, `unsupported format version "2"`)
+	require.ErrorContains(t, err, `no h2 header: an entry of another format`)
+	require.ErrorContains(t, err, `this build reads format 2`)
 	require.ErrorContains(t, err, `account partition 3 entry 1700000000000-0`, "the error says where")
 	require.False(t, errors.Is(err, eventstore.ErrMissingEntry))
+	_, err = eventstore.DecodeEntry("account", 3, "1700000000000-0", []string{"h3", "whatever", "d", ""})
+	require.ErrorContains(t, err, `no h2 header`)
 }
 
 // FuzzDecodeEntry: DecodeEntry never panics, every error matches
 // ErrCorruptEntry, and whatever it accepts survives a round trip through
-// the v1 encoding unchanged. Fields are joined by NUL in the fuzz input.
+// the format 2 encoding unchanged. extra is further field/value pairs,
+// joined by NUL.
 func FuzzDecodeEntry(f *testing.F) {
-	full := []string{"v", "1", "agg", "acc-42", "ver", "7", "eid", "0190a5d2-7c4e-7b3a-9f1e-2d3c4b5a6978",
-		"type", "AccountOpened", "data", `{"owner":"ann"}`, "meta", `{"k":"v"}`, "ts", "1700000000000123"}
-	f.Add("1700000000000-3", strings.Join(full, "\x00"))
-	f.Add("1-0", strings.Join(full[:12], "\x00"))
-	f.Add("1-0", strings.Join(append(full, "future", "x"), "\x00"))
-	f.Add("1-0", strings.Join(append([]string{"v", "2"}, full[2:]...), "\x00"))
-	f.Add("0-1", "v\x001\x00agg\x00\x00ver\x001\x00eid\x00{0190a5d2-7c4e-7b3a-9f1e-2d3c4b5a6978}\x00type\x00\x00data\x00\x00meta\x00null\x00ts\x00-5")
-	f.Add("1-0", "")
-	f.Fuzz(func(t *testing.T, id, joined string) {
-		var fields []string
-		if joined != "" {
-			fields = strings.Split(joined, "\x00")
+	id := uuid.MustParse("0190a5d2-7c4e-7b3a-9f1e-2d3c4b5a6978")
+	h := "7 " + string(id[:]) + "AccountOpened\x00acc-42\x00" + `{"k":"v"}`
+	f.Add("1700000000000-3", h, `{"owner":"ann"}`, "")
+	f.Add("1-0", "1 "+string(id[:])+"T\x00a\x00", "", "")
+	f.Add("1-0", h, "x", "future\x00x")
+	f.Add("1-0", "07 "+string(id[:])+"T\x00a\x00", "", "")
+	f.Add("0-1", "1 short", "", "")
+	f.Add("1-0", "", "", "v\x001")
+	f.Fuzz(func(t *testing.T, id, header, data, extra string) {
+		fields := []string{"h2", header, "d", data}
+		if extra != "" {
+			fields = append(fields, strings.Split(extra, "\x00")...)
 		}
 		ev, err := eventstore.DecodeEntry("cat", 2, id, fields)
 		if err != nil {
@@ -262,7 +251,7 @@ func FuzzDecodeEntry(f *testing.F) {
 		if ev.Stream.Category != "cat" || ev.Partition != 2 || ev.Version == 0 {
 			t.Fatalf("decoded %+v", ev)
 		}
-		enc := encodeV1(ev)
+		enc := encodeV2(ev)
 		again, err := eventstore.DecodeEntry("cat", 2, ev.Position.String(), enc)
 		if err != nil {
 			t.Fatalf("re-encoded entry %q does not decode: %v", enc, err)
@@ -270,7 +259,7 @@ func FuzzDecodeEntry(f *testing.F) {
 		if !sameEvent(ev, again) {
 			t.Fatalf("round trip changed the event:\n%+v\n%+v", ev, again)
 		}
-		if enc2 := encodeV1(again); strings.Join(enc2, "\x00") != strings.Join(enc, "\x00") {
+		if enc2 := encodeV2(again); strings.Join(enc2, "\x00") != strings.Join(enc, "\x00") {
 			t.Fatalf("encoding is not a fixed point:\n%q\n%q", enc, enc2)
 		}
 	})

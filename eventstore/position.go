@@ -80,9 +80,11 @@ func (p Position) String() string {
 	return strconv.FormatUint(p.Ms, 10) + "-" + strconv.FormatUint(p.Seq, 10)
 }
 
-// Time is the millisecond of the position as a time. After a server clock
-// rollback it can be later than the event's RecordedAt.
-func (p Position) Time() time.Time { return time.UnixMilli(int64(p.Ms)) }
+// Time is the millisecond of the position as a time, in UTC: the Redis
+// server's clock when the entry was appended, or, after the clock went
+// back, the millisecond of the last entry before it (positions never go
+// back). It is the event's RecordedAt.
+func (p Position) Time() time.Time { return time.UnixMilli(int64(min(p.Ms, 1<<62))).UTC() }
 
 // Compare returns -1, 0 or +1.
 func (p Position) Compare(q Position) int {

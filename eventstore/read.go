@@ -3,31 +3,35 @@ package eventstore
 import (
 	"container/heap"
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"iter"
+	"strconv"
 
 	"github.com/redis/rueidis"
 
 	"github.com/redsource/redsource/internal/keys"
 )
 
+//go:embed read.lua
+var readLua string
+
+// The read script writes nothing (no-writes, EVALSHA_RO), so rueidis
+// retries it on connection errors like a read-only command.
+var readScript = rueidis.NewLuaScriptReadOnly(readLua)
+
 // Read returns an aggregate's events from fromVersion (inclusive; 0 and 1
 // both mean the start), paging through Redis so that memory stays constant
 // however long the stream. Iteration stops at the first error, which is
 // yielded.
 //
-// Each page takes two round trips: the aggregate stream's IDs (its index:
-// IDs and event UUIDs), then the events themselves from the partition log,
-// pipelined. Every event is checked against the index (same event UUID,
-// the next version), so a log that lost or reused an entry is an error,
-// never a silent gap.
+// Each page is one round trip: a script takes the page's log IDs from the
+// aggregate's index and the events from the partition log. Every event is
+// checked against the index (the same aggregate, the next version), so a
+// log that lost or reused an entry is an error, never a silent gap.
 func (s *Store) Read(ctx context.Context, stream StreamID, fromVersion uint64) iter.Seq2[Event, error] {
-	skip := uint64(0)
-	if fromVersion > 1 {
-		skip = fromVersion - 1
-	}
-	return s.readIndexed(ctx, stream, "-", skip, max(fromVersion, 1), "")
+	return s.readIndexed(ctx, stream, max(fromVersion, 1), "")
 }
 
 // ErrPositionMismatch: ReadFrom found no event of the given version at the
@@ -37,44 +41,40 @@ var ErrPositionMismatch = errors.New("eventstore: no such event at that position
 
 // ReadFrom returns an aggregate's events from the one at position from,
 // which must be version version, onwards: a snapshot's position and
-// version let a load continue after it without paging through the earlier
-// versions. If the stream holds no event version at from, the first thing
-// yielded is an error matching ErrPositionMismatch.
+// version let a load continue after it. If the stream holds no event
+// version at from, the first thing yielded is an error matching
+// ErrPositionMismatch.
 func (s *Store) ReadFrom(ctx context.Context, stream StreamID, from Position, version uint64) iter.Seq2[Event, error] {
-	return s.readIndexed(ctx, stream, from.String(), 0, max(version, 1), from.String())
+	return s.readIndexed(ctx, stream, max(version, 1), from.String())
 }
 
-// readIndexed pages through an aggregate stream from start (after skipping
-// skip entries), numbering events from want; with first set, the first
-// entry must have that ID.
-func (s *Store) readIndexed(ctx context.Context, stream StreamID, start string, skip, want uint64, first string) iter.Seq2[Event, error] {
+// readIndexed pages through an aggregate from version want; with first
+// set, the event at want must have that position.
+func (s *Store) readIndexed(ctx context.Context, stream StreamID, want uint64, first string) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
 		if err := s.checkStream(ctx, stream); err != nil {
 			yield(Event{}, err)
 			return
 		}
 		p := s.Partition(stream)
-		aggKey, logKey := s.keys.Aggregate(stream.Category, p, stream.ID), s.keys.Log(stream.Category, p)
-		fail := func(err error) { yield(Event{}, fmt.Errorf("eventstore: read %s: %w", stream, err)) }
-		checkFirst := first != ""
+		keys := []string{s.keys.Aggregate(stream.Category, p, stream.ID), s.keys.Log(stream.Category, p)}
+		n := s.cfg.ReadBatch
+		if want > maxVersion {
+			// No list is that long; Lua's numbers could not name it.
+			if first != "" {
+				yield(Event{}, fmt.Errorf("%w: %s has no event %d (at %s)", ErrPositionMismatch, stream, want, first))
+			}
+			return
+		}
 		for {
-			// Versions before fromVersion are skipped in pages of IDs only,
-			// which are small and keep each Redis call short.
-			n := s.cfg.ReadBatch
-			if skip > 0 {
-				n = int(min(skip, maxSkipPage))
-			}
-			index, err := s.do(ctx, s.client.B().Xrange().Key(aggKey).Start(start).End("+").Count(int64(n)).Build()).ToArray()
+			bctx, cancel := s.bound(ctx)
+			page, err := readScript.Exec(bctx, s.client, keys, []string{strconv.FormatUint(want, 10), strconv.Itoa(n)}).ToArray()
+			cancel()
 			if err != nil {
-				fail(classify(err))
+				yield(Event{}, fmt.Errorf("eventstore: read %s: %w", stream, classify(err)))
 				return
 			}
-			ids, uuids, err := parseIndex(index)
-			if err != nil {
-				fail(err)
-				return
-			}
-			if len(ids) == 0 && start == "-" {
+			if len(page) == 0 && want == 1 {
 				// An empty stream: a new aggregate, or a Redis that lost the
 				// namespace this store has worked with.
 				if err := s.verifyIdentity(ctx); err != nil {
@@ -82,97 +82,58 @@ func (s *Store) readIndexed(ctx context.Context, stream StreamID, start string, 
 					return
 				}
 			}
-			if first != "" {
-				if len(ids) == 0 || ids[0] != first {
-					yield(Event{}, fmt.Errorf("%w: %s has no event at %s", ErrPositionMismatch, stream, first))
+			if first != "" && len(page) == 0 {
+				yield(Event{}, fmt.Errorf("%w: %s has no event %d (at %s)", ErrPositionMismatch, stream, want, first))
+				return
+			}
+			for i, m := range page {
+				ev, err := s.indexedEvent(stream, p, want, m)
+				if err == nil && i == 0 && first != "" && ev.Position.String() != first {
+					err = fmt.Errorf("%w: %s has event %d at %s, not at %s", ErrPositionMismatch, stream, want, ev.Position, first)
+				}
+				if err != nil {
+					yield(Event{}, err)
 					return
 				}
-				first = ""
-			}
-			if len(ids) > 0 {
-				start = "(" + ids[len(ids)-1]
-			}
-			last := len(ids) < n
-			if skip > 0 {
-				drop := min(skip, uint64(len(ids)))
-				skip -= drop
-				ids, uuids = ids[drop:], uuids[drop:]
-			}
-			if len(ids) > 0 {
-				cmds := make(rueidis.Commands, len(ids))
-				for i, id := range ids {
-					cmds[i] = s.client.B().Xrange().Key(logKey).Start(id).End(id).Build()
+				if !yield(ev, nil) {
+					return
 				}
-				for i, res := range s.doMulti(ctx, cmds...) {
-					ev, err := s.indexedEvent(stream, p, ids[i], uuids[i], want, res)
-					if checkFirst && errors.Is(err, errWrongVersion) {
-						err = fmt.Errorf("%w: %w", ErrPositionMismatch, err)
-					}
-					checkFirst = false
-					if err != nil {
-						yield(Event{}, err)
-						return
-					}
-					if !yield(ev, nil) {
-						return
-					}
-					want++
-				}
+				want++
 			}
-			if last {
+			first = ""
+			if len(page) < n {
 				return
 			}
 		}
 	}
 }
 
-// errWrongVersion marks an event that is not the version expected next.
-var errWrongVersion = errors.New("unexpected version")
+// maxVersion is the highest version a read asks Redis for: beyond it Lua's
+// numbers (doubles) lose integers, and no aggregate comes near.
+const maxVersion = 1 << 52
 
-// maxSkipPage bounds the IDs fetched per call while skipping to a version.
-const maxSkipPage = 10000
-
-// parseIndex splits an aggregate-stream page into IDs and event UUIDs.
-func parseIndex(page []rueidis.RedisMessage) (ids, uuids []string, err error) {
-	ids, uuids = make([]string, len(page)), make([]string, len(page))
-	for i, m := range page {
-		parts, err := m.ToArray()
-		if err != nil || len(parts) != 2 {
-			return nil, nil, fmt.Errorf("%w: malformed aggregate stream entry", ErrCorruptEntry)
-		}
-		if ids[i], err = parts[0].ToString(); err != nil {
-			return nil, nil, fmt.Errorf("%w: aggregate stream entry without ID", ErrCorruptEntry)
-		}
-		fields, err := parts[1].AsStrSlice()
-		if err != nil || len(fields) != 2 || fields[0] != "e" {
-			return nil, nil, fmt.Errorf("%w: aggregate stream entry %s: want one field e", ErrCorruptEntry, ids[i])
-		}
-		uuids[i] = fields[1]
+// indexedEvent decodes one element of a read page and checks it: the log
+// entry is there, of this aggregate, at the version expected next.
+func (s *Store) indexedEvent(stream StreamID, p int, want uint64, m rueidis.RedisMessage) (Event, error) {
+	parts, err := m.ToArray()
+	if err != nil || len(parts) < 1 {
+		return Event{}, fmt.Errorf("%w: %s: malformed read reply", ErrCorruptEntry, stream)
 	}
-	return ids, uuids, nil
-}
-
-// indexedEvent decodes the log's answer for one aggregate-stream entry and
-// checks it against the entry: same aggregate, same event, the expected
-// version.
-func (s *Store) indexedEvent(stream StreamID, p int, id, eventID string, want uint64, res rueidis.RedisResult) (Event, error) {
-	msgs, err := res.ToArray()
+	id, err := parts[0].ToString()
 	if err != nil {
-		return Event{}, fmt.Errorf("eventstore: read %s: %w", stream, classify(err))
+		return Event{}, fmt.Errorf("%w: %s: read reply without an ID", ErrCorruptEntry, stream)
 	}
-	if len(msgs) == 0 {
+	if len(parts) == 1 {
 		return Event{}, fmt.Errorf("%w: %s partition %d entry %s (version %d of %s)", ErrMissingEntry, stream.Category, p, id, want, stream)
 	}
-	ev, err := decodeMessage(stream.Category, p, msgs[0])
+	ev, err := decodeMessage(stream.Category, p, m)
 	switch {
 	case err != nil:
 		return Event{}, err
 	case ev.Stream.ID != stream.ID:
 		return Event{}, fmt.Errorf("%w: %s entry %s belongs to aggregate %q", ErrCorruptEntry, stream, ev.Position, ev.Stream.ID)
-	case ev.ID.String() != eventID:
-		return Event{}, fmt.Errorf("%w: %s entry %s is event %s, the aggregate stream says %s", ErrCorruptEntry, stream, ev.Position, ev.ID, eventID)
 	case ev.Version != want:
-		return Event{}, fmt.Errorf("%w: %w: %s entry %s has version %d, want %d", ErrCorruptEntry, errWrongVersion, stream, ev.Position, ev.Version, want)
+		return Event{}, fmt.Errorf("%w: %s entry %s has version %d, want %d", ErrCorruptEntry, stream, ev.Position, ev.Version, want)
 	}
 	return ev, nil
 }
@@ -183,7 +144,7 @@ func (s *Store) Version(ctx context.Context, stream StreamID) (uint64, error) {
 		return 0, err
 	}
 	p := s.Partition(stream)
-	n, err := s.do(ctx, s.client.B().Xlen().Key(s.keys.Aggregate(stream.Category, p, stream.ID)).Build()).AsInt64()
+	n, err := s.do(ctx, s.client.B().Llen().Key(s.keys.Aggregate(stream.Category, p, stream.ID)).Build()).AsInt64()
 	if err != nil {
 		return 0, fmt.Errorf("eventstore: version of %s: %w", stream, classify(err))
 	}

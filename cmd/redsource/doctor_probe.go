@@ -49,6 +49,20 @@ var probes = []probe{
 	{"EVAL", "eventstore, projection", func(b rueidis.Builder, p probeKeys) rueidis.Completed {
 		return b.Arbitrary("EVAL", "return 0", "1").Keys(p.missing).Build()
 	}},
+	{"EVALSHA_RO", "eventstore (reads)", func(b rueidis.Builder, p probeKeys) rueidis.Completed {
+		return b.Arbitrary("EVALSHA_RO", p.sha, "1").Keys(p.missing).Build()
+	}},
+	{"EVAL_RO", "eventstore (reads)", func(b rueidis.Builder, p probeKeys) rueidis.Completed {
+		return b.Arbitrary("EVAL_RO", "#!lua flags=no-writes\nreturn 0", "1").Keys(p.missing).Build()
+	}},
+	{"LLEN", "eventstore", key1("LLEN")},
+	{"LRANGE", "eventstore", func(b rueidis.Builder, p probeKeys) rueidis.Completed {
+		return b.Arbitrary("LRANGE").Keys(p.missing).Args("0", "0").Build()
+	}},
+	{"LINDEX", "eventstore", func(b rueidis.Builder, p probeKeys) rueidis.Completed {
+		return b.Arbitrary("LINDEX").Keys(p.missing).Args("-1").Build()
+	}},
+	{"RPUSH", "eventstore", nil}, // built in permissions: needs a category
 	{"XADD", "eventstore, projection", func(b rueidis.Builder, p probeKeys) rueidis.Completed {
 		return b.Arbitrary("XADD").Keys(p.missing).Args("NOMKSTREAM", "*", "f", "v").Build()
 	}},
@@ -261,19 +275,23 @@ func (d *doctor) probeNode(ctx context.Context, n *nodeState, pk probeKeys, user
 	var sent []probe
 	var cmds rueidis.Commands
 	for _, p := range list {
-		if p.build == nil { // HSETNX
+		if p.build == nil { // HSETNX, RPUSH: they write to a missing key
 			if pk.category == "" {
-				// No field to set again: only ACL DRYRUN can tell, if
-				// this user may run it.
-				switch allowed, err := dryRun(ctx, n.Client, user, "HSETNX", pk.catSet, "x", "1"); {
+				// Nothing to probe them on without writing: only ACL
+				// DRYRUN can tell, if this user may run it.
+				switch allowed, err := dryRun(ctx, n.Client, user, p.name, pk.catSet, "x", "1"); {
 				case err != nil:
-					res.unchecked = append(res.unchecked, "HSETNX (no category in namespace "+d.ns+" yet, and checking it without one would write)")
+					res.unchecked = append(res.unchecked, p.name+" (no category in namespace "+d.ns+" yet, and checking it without one would write)")
 				case !allowed:
 					res.denied = append(res.denied, p)
 				}
 				continue
 			}
-			cmds = append(cmds, b.Arbitrary("HSETNX").Keys(pk.catSet).Args(pk.category, "0").Build()) // a field it has: no change
+			if p.name == "RPUSH" {
+				cmds = append(cmds, b.Arbitrary("RPUSH").Keys(pk.catSet).Args("x").Build()) // the categories hash: WRONGTYPE, after the ACL check
+			} else {
+				cmds = append(cmds, b.Arbitrary("HSETNX").Keys(pk.catSet).Args(pk.category, "0").Build()) // a field it has: no change
+			}
 		} else {
 			cmds = append(cmds, p.build(b, pk))
 		}
