@@ -93,15 +93,22 @@ func (s *Store) Append(ctx context.Context, stream StreamID, expected Expected, 
 	}
 }
 
-// resendWindow is how far before an event UUIDv7's time a flagged re-send
-// looks for its original: the writer's clock may be ahead of Redis's.
-const resendWindow = 5 * time.Minute
+// How far before an event UUIDv7's time the original of a retried append
+// can have been appended (the writer's clock may be ahead of Redis's): a
+// re-send the store knows of (it saw the outcome of the first try go
+// unknown) looks back resendWindow; any other Any/StreamExists append
+// compares the aggregate's last events only when the newest is within
+// recentWindow, so that a first try costs one LINDEX.
+const (
+	resendWindow = 5 * time.Minute
+	recentWindow = time.Second
+)
 
 // control is the script's ARGV[2] (see append.lua): whether the partition
 // meta may be created, the expected version's kind, whether this is a
-// re-send, and the expected version (exact) or the lowest log millisecond
-// the original of a re-send can have (the first event's UUIDv7 time less
-// resendWindow; 0 for an ID of another version).
+// known re-send, and the expected version (exact) or the lowest log
+// millisecond the original of a retry can have (the first event's UUIDv7
+// time less the window; 0, no bound, for an ID of another version).
 func control(create byte, expected Expected, resend bool, first uuid.UUID) string {
 	b := make([]byte, 3, 24)
 	b[0], b[1], b[2] = create, 'a', '-'
@@ -112,14 +119,14 @@ func control(create byte, expected Expected, resend bool, first uuid.UUID) strin
 	case expectExists:
 		b[1] = 'x'
 	}
-	if !resend {
-		return string(b)
+	window := recentWindow
+	if resend {
+		b[2], window = 'R', resendWindow
 	}
-	b[2] = 'R'
 	bound := int64(0)
 	if first.Version() == 7 {
 		sec, nsec := first.Time().UnixTime()
-		bound = max(0, time.Unix(sec, nsec).Add(-resendWindow).UnixMilli())
+		bound = max(0, time.Unix(sec, nsec).Add(-window).UnixMilli())
 	}
 	return string(strconv.AppendInt(b, bound, 10))
 }
@@ -202,12 +209,12 @@ func (s *Store) appendArgs(stream StreamID, expected Expected, events []EventDat
 		seen[id] = i
 		ids[i] = id
 		// With an exact version the header is whole; otherwise the script
-		// puts the version in front.
-		h := headerTail(id, e.Type, stream.ID, meta)
+		// puts the version in.
+		version := ""
 		if v, ok := expected.Version(); ok {
-			h = strconv.FormatUint(v+uint64(i)+1, 10) + h
+			version = strconv.FormatUint(v+uint64(i)+1, 10)
 		}
-		args = append(args, h, string(e.Data))
+		args = append(args, header(id, version, e.Type, stream.ID, meta), string(e.Data))
 	}
 	return args, ids, nil
 }

@@ -13,7 +13,7 @@ import (
 // has exactly two fields, always in this order, so Redis stores the field
 // names once per stream node and each entry pays only for its values:
 //
-//	h2  the header: version (decimal) SP event UUID (16 raw bytes)
+//	h2  the header: event UUID (16 raw bytes), version (decimal) SP
 //	    type NUL aggregate ID NUL metadata (a JSON object of strings, or
 //	    nothing)
 //	d   the payload, bytes as given
@@ -23,8 +23,10 @@ import (
 // The entry's time is its ID's millisecond (the Redis server's clock when
 // it was appended; see Event.RecordedAt).
 //
-// An aggregate index is a Redis list of the log IDs of the aggregate's
-// events: element i is version i+1.
+// An aggregate index is a Redis list with an element per event: element i
+// is version i+1, its log ID followed by the last two bytes of its event
+// UUID (a fingerprint that lets an append look for a retried batch without
+// reading the log).
 const (
 	FormatVersion = "2"
 
@@ -43,12 +45,13 @@ func encodeMetadata(m map[string]string) (string, error) {
 	return string(b), nil
 }
 
-// headerTail is what follows the version in an h2 header: a space, the
-// event UUID, the type, the aggregate ID and the metadata.
-func headerTail(id uuid.UUID, typ, aggregate, meta string) string {
-	b := make([]byte, 0, 1+16+len(typ)+1+len(aggregate)+1+len(meta))
-	b = append(b, ' ')
+// header is an h2 header; with version "" it is the header the append
+// script completes, putting the version after the UUID.
+func header(id uuid.UUID, version, typ, aggregate, meta string) string {
+	b := make([]byte, 0, 16+len(version)+1+len(typ)+1+len(aggregate)+1+len(meta))
 	b = append(b, id[:]...)
+	b = append(b, version...)
+	b = append(b, ' ')
 	b = append(b, typ...)
 	b = append(b, 0)
 	b = append(b, aggregate...)
@@ -100,22 +103,22 @@ func DecodeEntry(category string, partition int, id string, fields []string) (Ev
 // decodeHeader parses an h2 header into ev.
 func decodeHeader(ev *Event, h string) error {
 	b := []byte(h)
-	sp := bytes.IndexByte(b, ' ')
+	if len(b) < 16 {
+		return fmt.Errorf("bad header: event ID cut short")
+	}
+	copy(ev.ID[:], b[:16])
+	rest := b[16:]
+	sp := bytes.IndexByte(rest, ' ')
 	if sp < 1 {
 		return fmt.Errorf("bad header: no version")
 	}
-	v, err := strconv.ParseUint(h[:sp], 10, 64)
-	if err != nil || v == 0 || h[0] == '+' || h[0] == '0' {
-		return fmt.Errorf("bad version %q", h[:sp])
+	ver := string(rest[:sp])
+	v, err := strconv.ParseUint(ver, 10, 64)
+	if err != nil || v == 0 || ver[0] == '+' || ver[0] == '0' {
+		return fmt.Errorf("bad version %q", ver)
 	}
 	ev.Version = v
-	rest := b[sp+1:]
-	if len(rest) < 16 {
-		return fmt.Errorf("bad header: event ID cut short")
-	}
-	copy(ev.ID[:], rest[:16])
-	rest = rest[16:]
-	typ, rest, ok := bytes.Cut(rest, []byte{0})
+	typ, rest, ok := bytes.Cut(rest[sp+1:], []byte{0})
 	if !ok {
 		return fmt.Errorf("bad header: no end to the event type")
 	}

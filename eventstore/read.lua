@@ -12,10 +12,12 @@
 -- as XRANGE gives it, or {id} when the index names an entry the log no
 -- longer has (the reader reports it; nothing is skipped).
 local from, n = tonumber(ARGV[1]), tonumber(ARGV[2])
-local ids = redis.call('LRANGE', KEYS[1], from - 1, from + n - 2)
+local els = redis.call('LRANGE', KEYS[1], from - 1, from + n - 2)
 local out = {}
-for i = 1, #ids do
-  local e = redis.call('XRANGE', KEYS[2], ids[i], ids[i])[1]
-  if e then out[i] = e else out[i] = {ids[i]} end
+for i = 1, #els do
+  -- An element is the log ID and a two-byte fingerprint (append.lua).
+  local id = string.sub(els[i], 1, -3)
+  local e = redis.call('XRANGE', KEYS[2], id, id)[1]
+  if e then out[i] = e else out[i] = {id} end
 end
 return out

@@ -148,8 +148,9 @@ func TestHistoryCheckFindsDoctoredLog(t *testing.T) {
 		e := e.([]any)
 		fv := e[1].([]any)
 		for i := 0; i < len(fv); i += 2 {
-			// The h2 header starts with the version (docs/format.md).
-			if h, _ := fv[i+1].(string); fv[i] == "h2" && strings.HasPrefix(h, "2 ") {
+			// The h2 header holds the version after the 16-byte event
+			// UUID (docs/format.md).
+			if h, _ := fv[i+1].(string); fv[i] == "h2" && len(h) > 16 && strings.HasPrefix(h[16:], "2 ") {
 				for _, x := range fv {
 					fields = append(fields, x.(string))
 				}
