@@ -288,7 +288,7 @@ func runBench(ctx context.Context, c *cli, o *benchOptions) (err error) {
 				return fmt.Errorf("round %d, %s: %w", round+1, m.res.Label, err)
 			}
 			m.res.Rounds = append(m.res.Rounds, s)
-			b.progressf("round %d/%d  %-52s %s events/s", round+1, o.rounds, m.res.Label+callersSuffix(m.res), formatRate(s.EventsPerSec))
+			b.progressf("round %d/%d  %-64s %s events/s", round+1, o.rounds, m.res.Label+callersSuffix(m.res), formatRate(s.EventsPerSec))
 		}
 	}
 	b.env.MeasuredSeconds = time.Since(start).Seconds()
