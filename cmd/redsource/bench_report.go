@@ -65,7 +65,7 @@ func (b *bench) sortedResults() []*benchResult {
 var benchSectionNotes = map[string]string{
 	"append": "300-byte events to 10,000 aggregates over 8 partitions, each caller appending to its own aggregates; latency per call; " +
 		"B/EVENT counts the aggregate streams too, each about 4.7 KB until it holds about 90 entries, so a short run shows that floor",
-	"load":   "whole aggregates of 300-byte events, loaded and decoded (events/s = aggregate size × loads/s); the snapshot is at the last version; latency per load",
+	"load": "whole aggregates of 300-byte events, loaded and decoded (events/s = aggregate size × loads/s); the snapshot is at the last version; latency per load",
 	"projection": "a log of --events 300-byte events over 10,000 aggregates, 8 partitions, applied once per round by a new projection; " +
 		"the Runner's ceiling is the lower of the two raw ones",
 	"rebuild": "a log of --rebuild-events events, 10 per aggregate, rebuilt by a new projection once per round; ceiling: the lower of the two raw ones",
