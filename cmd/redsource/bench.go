@@ -54,10 +54,11 @@ its schema at the end, also on Ctrl-C. It writes up to about 1 KiB of
 Redis memory per event it holds at a time (the rebuild log and one
 measurement's appends). Against a cluster it works too.
 
-The default run (3 rounds of every section, 2 s per timed measurement)
-takes about 6 minutes on a 2-core machine that also runs Redis and
-PostgreSQL; --rounds 1 about 2 minutes; the issue's 1,000,000-event
-rebuild is --rebuild-events 1000000 (a minute more per round there).`,
+The default run (3 rounds of every section, 2 s per timed measurement,
+the Watermill peer included) took under 3 minutes on a 2-core machine
+that also runs Redis and PostgreSQL (docs/performance.md); --rounds 1
+about a minute. The issue's 1,000,000-event rebuild is
+--rebuild-events 1000000.`,
 	example: `  make bench                                  # builds the Watermill peer and runs this with --peer
   redsource bench --rounds 1 --duration 1s
   redsource bench --peer ./bin/watermill-bench --callers 1,4,16,64,128 --svg bench.svg
@@ -239,11 +240,10 @@ func runBench(ctx context.Context, c *cli, o *benchOptions) (err error) {
 			return usagef("--peer: %v", err)
 		}
 	}
-	rc, err := c.redis(ctx)
-	if err != nil {
+	if b.rc, err = c.benchClient(ctx); err != nil {
 		return err
 	}
-	b.rc = rc
+	defer b.rc.Close()
 	defer func() {
 		if cerr := b.cleanup(context.WithoutCancel(ctx)); cerr != nil {
 			err = errors.Join(err, cerr)
@@ -260,7 +260,7 @@ func runBench(ctx context.Context, c *cli, o *benchOptions) (err error) {
 	if err := b.environment(ctx); err != nil {
 		return err
 	}
-	if b.wc, err = c.newRedisClient(); err != nil {
+	if b.wc, err = c.benchClient(ctx); err != nil {
 		return err
 	}
 	defer func() {
@@ -416,16 +416,28 @@ func (b *bench) cleanup(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// newRedisClient opens another client on --redis.
-func (c *cli) newRedisClient() (rueidis.Client, error) {
+// benchClientName names the bench's connections (CLIENT SETNAME), so
+// that what else uses Redis can be told from them in CLIENT LIST.
+const benchClientName = "redsource-bench"
+
+// benchClient opens a client of the bench's own on --redis, its
+// connections named benchClientName, and checks that the server answers.
+func (c *cli) benchClient(ctx context.Context) (rueidis.Client, error) {
 	opt, err := rueidis.ParseURL(c.g.redisURL)
 	if err != nil {
 		return nil, usagef("--redis %q is not a Redis URL: %v", redactURL(c.g.redisURL), parseError(c.g.redisURL, err))
 	}
 	opt.DisableCache = true
+	opt.ClientName = benchClientName
 	rc, err := rueidis.NewClient(opt)
 	if err != nil {
 		return nil, fmt.Errorf("cannot connect to Redis at %s: %w", redactURL(c.g.redisURL), err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := rc.Do(pctx, rc.B().Ping().Build()).Error(); err != nil {
+		rc.Close()
+		return nil, fmt.Errorf("Redis at %s does not answer: %w", redactURL(c.g.redisURL), err)
 	}
 	return rc, nil
 }

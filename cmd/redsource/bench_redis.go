@@ -182,10 +182,11 @@ type benchRedis struct {
 	Masters int    `json:"masters"`
 	// CPUSource names the INFO cpu fields read.
 	CPUSource string `json:"cpu_source"`
-	// OtherClients is connected_clients (summed over masters) minus this
-	// run's connections, at the start and the end; OthersCommandsPerSec
-	// the commands per second Redis processed in a second when this run
-	// sent nothing, at the start and the end. -1: unknown.
+	// OtherClients counts the clients in CLIENT LIST (summed over
+	// masters) that are not this run's, at the start and the end;
+	// OthersCommandsPerSec the commands other than PING and INFO per
+	// second Redis processed in a second when this run sent nothing, at
+	// the start and the end. -1: unknown.
 	OtherClients         [2]int     `json:"other_clients"`
 	OthersCommandsPerSec [2]float64 `json:"others_commands_per_sec"`
 	Others               string     `json:"-"`
@@ -256,52 +257,85 @@ func (b *bench) othersAfter(ctx context.Context) error {
 }
 
 func othersText(clients int, ops float64) string {
-	if clients < 0 {
-		return "other clients unknown (INFO refused)"
+	c := "other clients unknown (CLIENT LIST refused)"
+	if clients >= 0 {
+		c = fmt.Sprintf("%d other client(s)", clients)
 	}
-	return fmt.Sprintf("%d other client(s), %s commands/s from others while idle", clients, formatRate(ops))
+	o := "commands of others unknown (INFO refused)"
+	if ops >= 0 {
+		o = formatRate(ops) + " commands/s while the bench was idle"
+	}
+	return c + ", " + o
 }
 
-// others tells what else uses Redis: connected_clients minus this run's
-// own connections, and the commands Redis processes in one second while
-// this run sends nothing but the two INFO calls (counted out).
+// others tells what else uses Redis, summed over the masters: the clients
+// in CLIENT LIST that are not this run's (its connections are named
+// benchClientName; replication links are not counted), and the commands
+// per second Redis processed in one second while this run sent nothing
+// but INFO and its clients' keep-alive PINGs, which are counted out with
+// everyone's PING and INFO (INFO commandstats). -1: not allowed to look.
 func (b *bench) others(ctx context.Context) (int, float64) {
 	masters, err := redisinfo.Masters(ctx, b.rc)
 	if err != nil {
 		return -1, -1
 	}
-	read := func() (clients int, cmds int64, ok bool) {
-		for _, m := range masters {
-			info, err := redisinfo.Info(ctx, m.Client, "clients", "stats")
-			if err != nil {
-				return 0, 0, false
-			}
-			n, _ := strconv.Atoi(info["connected_clients"])
-			c, _ := strconv.ParseInt(info["total_commands_processed"], 10, 64)
-			clients, cmds = clients+n, cmds+c
+	clients := 0
+	for _, m := range masters {
+		list, err := m.Client.Do(ctx, m.Client.B().ClientList().Build()).ToString()
+		if err != nil {
+			clients = -1
+			break
 		}
-		return clients, cmds, true
+		clients += countOthers(list)
 	}
-	_, c0, ok := read()
+	read := func() (int64, bool) {
+		var total int64
+		for _, m := range masters {
+			info, err := redisinfo.Info(ctx, m.Client, "stats", "commandstats")
+			if err != nil {
+				return 0, false
+			}
+			n, _ := strconv.ParseInt(info["total_commands_processed"], 10, 64)
+			total += n - commandCalls(info["cmdstat_ping"]) - commandCalls(info["cmdstat_info"])
+		}
+		return total, true
+	}
+	c0, ok := read()
 	if !ok {
-		return -1, -1
+		return clients, -1
 	}
 	t0 := time.Now()
 	select {
 	case <-ctx.Done():
-		return -1, -1
+		return clients, -1
 	case <-time.After(time.Second):
 	}
-	clients, c1, ok := read()
+	c1, ok := read()
 	if !ok {
-		return -1, -1
+		return clients, -1
 	}
-	// Our own: one INFO per master in the window (the second read's
-	// is counted after it ran), and one connection per master: this
-	// observer client pipelines everything over one, and the client the
-	// measurements use is closed or not yet open when this runs.
-	ops := float64(c1-c0-int64(len(masters))) / time.Since(t0).Seconds()
-	return max(clients-len(masters), 0), max(ops, 0)
+	return clients, max(float64(c1-c0)/time.Since(t0).Seconds(), 0)
+}
+
+// countOthers counts the lines of a CLIENT LIST reply that are neither
+// this run's connections nor replication links.
+func countOthers(list string) int {
+	n := 0
+	for line := range strings.Lines(strings.TrimPrefix(list, "txt:")) {
+		f := redisinfo.Fields(strings.ReplaceAll(strings.TrimSpace(line), " ", ","))
+		if len(f) == 0 || f["id"] == "" || f["name"] == benchClientName || strings.ContainsAny(f["flags"], "SM") {
+			continue
+		}
+		n++
+	}
+	return n
+}
+
+// commandCalls reads calls= of an INFO commandstats value
+// ("calls=12,usec=30,…"); 0 when absent.
+func commandCalls(v string) int64 {
+	n, _ := strconv.ParseInt(redisinfo.Fields(v)["calls"], 10, 64)
+	return n
 }
 
 // loadAverage reads /proc/loadavg (Linux); nil elsewhere.

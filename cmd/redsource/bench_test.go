@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/redsource/redsource/internal/redisproc"
 	"github.com/redsource/redsource/internal/testenv"
 )
 
@@ -326,6 +327,37 @@ func TestBenchStats(t *testing.T) {
 	require.Equal(t, "1.23M", formatRate(1.23e6))
 	require.Equal(t, "850µs", formatMicros(850))
 	require.Equal(t, "1.23ms", formatMicros(1234))
+	list := "id=3 addr=127.0.0.1:1 laddr=127.0.0.1:6379 fd=8 name=redsource-bench age=1 idle=0 flags=N db=0 cmd=client|list\n" +
+		"id=4 addr=127.0.0.1:2 laddr=127.0.0.1:6379 fd=9 name= age=9 idle=9 flags=N db=0 cmd=xadd\n" +
+		"id=5 addr=127.0.0.1:3 laddr=127.0.0.1:6379 fd=10 name= age=9 idle=0 flags=S db=0 cmd=replconf\n"
+	require.Equal(t, 1, countOthers(list))
+	require.Equal(t, int64(12), commandCalls("calls=12,usec=30,usec_per_call=2.50,rejected_calls=0,failed_calls=0"))
 	require.Equal(t, 5.0, niceStep(4.2))
 	require.Equal(t, 20000.0, niceStep(12000))
+}
+
+// Against a Redis Cluster: every section, the peer with -cluster, and
+// nothing left on any master.
+func TestBenchCluster(t *testing.T) {
+	t.Parallel()
+	peer, err := buildPeer()
+	require.NoError(t, err, "build bench/watermill: %v", err)
+	cluster := redisproc.StartCluster(t, redisproc.ClusterOptions{Masters: 3})
+	ns, schema := benchWorld(t)
+	var errs, out bytes.Buffer
+	args := append([]string{"bench", "--redis", cluster.URL(), "--database", testenv.DatabaseURL(), "--namespace", ns, "--schema", schema, "--json", "--peer", peer},
+		tinyBench...)
+	code := run(context.Background(), args, nil, &out, &errs)
+	require.Equal(t, exitOK, code, errs.String())
+	var rep benchReport
+	require.NoError(t, json.Unmarshal(out.Bytes(), &rep))
+	require.Equal(t, "cluster", rep.Environment.Redis.Mode)
+	require.Equal(t, 3, rep.Environment.Redis.Masters)
+	require.Len(t, rep.Results, 17)
+
+	rc := testenv.RedisAt(t, cluster.URL())
+	keys, err := testenv.ScanKeys(context.Background(), rc, testenv.GlobEscape(ns)+":*", "")
+	require.NoError(t, err)
+	require.Empty(t, keys)
+	requireGone(t, ns, schema)
 }
