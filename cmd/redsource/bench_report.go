@@ -70,7 +70,8 @@ var benchSectionNotes = map[string]string{
 		"the Runner's ceiling is the lower of the two raw ones",
 	"rebuild": "a log of --rebuild-events events, 10 per aggregate, rebuilt by a new projection once per round; ceiling: the lower of the two raw ones",
 	"peer": "Watermill with watermill-redisstream on the same Redis, same payload and goroutines, run between redsource's measurements; " +
-		"Publish's ceiling is raw XADD, subscribe's raw XREADGROUP + XACK",
+		"Publish's ceiling is raw XADD, subscribe's raw XREADGROUP + XACK, both measured with rueidis: go-redis's pooled connections " +
+		"answer a lone caller sooner than rueidis's auto-pipelining, so Publish can pass 1.0 at few callers",
 }
 
 func (b *bench) printTables() error {
