@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
@@ -318,15 +316,4 @@ func callersSuffix(r *benchResult) string {
 		return ""
 	}
 	return ", " + strconv.Itoa(r.Callers) + " callers"
-}
-
-var errNoEvents = errors.New("no events")
-
-// joinInts is "1,4,16".
-func joinInts(v []int) string {
-	s := make([]string, len(v))
-	for i, n := range v {
-		s[i] = strconv.Itoa(n)
-	}
-	return strings.Join(s, ",")
 }

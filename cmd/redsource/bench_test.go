@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -66,20 +65,16 @@ func requireGone(t *testing.T, ns, schema string) {
 }
 
 // buildPeer builds the Watermill peer (bench/watermill, a module of its
-// own) once per test binary.
-var buildPeer = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "redsource-peer")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "watermill-bench")
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-C", filepath.Join("..", "..", "bench", "watermill"), "-o", bin, ".")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", &exec.ExitError{Stderr: out}
-	}
-	return bin, nil
-})
+// own) into the test's temporary directory; the go build cache makes the
+// second build a link.
+func buildPeer(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "watermill-bench")
+	// go test puts its own GOROOT/bin first on PATH.
+	out, err := exec.Command("go", "build", "-C", filepath.Join("..", "..", "bench", "watermill"), "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "build bench/watermill: %s", out)
+	return bin
+}
 
 func TestBenchUsage(t *testing.T) {
 	t.Parallel()
@@ -149,8 +144,7 @@ func TestBenchRefusesExistingSchema(t *testing.T) {
 // measured, the JSON document's shape, the SVG, and nothing left behind.
 func TestBenchRun(t *testing.T) {
 	t.Parallel()
-	peer, err := buildPeer()
-	require.NoError(t, err, "build bench/watermill: %v", err)
+	peer := buildPeer(t)
 	ns, schema := benchWorld(t)
 	svg := filepath.Join(t.TempDir(), "bench.svg")
 
@@ -340,8 +334,7 @@ func TestBenchStats(t *testing.T) {
 // nothing left on any master.
 func TestBenchCluster(t *testing.T) {
 	t.Parallel()
-	peer, err := buildPeer()
-	require.NoError(t, err, "build bench/watermill: %v", err)
+	peer := buildPeer(t)
 	cluster := redisproc.StartCluster(t, redisproc.ClusterOptions{Masters: 3})
 	ns, schema := benchWorld(t)
 	var errs, out bytes.Buffer
