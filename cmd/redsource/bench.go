@@ -70,16 +70,16 @@ about a minute. The issue's 1,000,000-event rebuild is
 			loadEvents: intList{10, 100, 1000},
 			sections:   stringList(benchSections),
 		}
-		fs.DurationVar(&o.duration, "duration", 2*time.Second, "how long each timed measurement (appends, loads, publishes) runs")
-		fs.IntVar(&o.rounds, "rounds", 3, "rounds: every measurement once per round, in a fixed order; figures are medians")
-		fs.Var(&o.callers, "callers", "concurrent callers of the append measurements, comma-separated (default 16,128)")
-		fs.IntVar(&o.loadCallers, "load-callers", 16, "concurrent callers of the load measurements")
-		fs.Var(&o.loadEvents, "load-events", "aggregate sizes of the load measurements, comma-separated, each at least 2 (default 10,100,1000)")
-		fs.IntVar(&o.events, "events", 50000, "events of the projection workload (over 10,000 aggregates, 8 partitions)")
-		fs.IntVar(&o.rebuildEvents, "rebuild-events", 200000, "events of the rebuild workload, 10 per aggregate (the issue's figure: 1000000)")
+		fs.DurationVar(&o.duration, "duration", 2*time.Second, "how long each timed measurement (appends, loads, publishes) runs, a Go `duration`")
+		fs.IntVar(&o.rounds, "rounds", 3, "`N` rounds: every measurement once per round, in a fixed order; figures are medians")
+		fs.Var(&o.callers, "callers", "concurrent callers of the append measurements, a comma-separated `list` (default 16,128)")
+		fs.IntVar(&o.loadCallers, "load-callers", 16, "`N` concurrent callers of the load measurements")
+		fs.Var(&o.loadEvents, "load-events", "aggregate sizes of the load measurements, a comma-separated `list`, each at least 2 (default 10,100,1000)")
+		fs.IntVar(&o.events, "events", 50000, "`N` events of the projection workload (over 10,000 aggregates, 8 partitions)")
+		fs.IntVar(&o.rebuildEvents, "rebuild-events", 200000, "`N` events of the rebuild workload, 10 per aggregate (the issue's figure: 1000000)")
 		fs.StringVar(&o.peer, "peer", "", "the Watermill peer: a `binary` built from bench/watermill (go build -C bench/watermill)")
 		fs.StringVar(&o.svg, "svg", "", "write a plot of append events/s against callers to `FILE` (SVG)")
-		fs.Var(&o.sections, "sections", "sections to run, comma-separated (default append,load,projection,rebuild)")
+		fs.Var(&o.sections, "sections", "sections to run, a comma-separated `list` (default append,load,projection,rebuild)")
 		return func(ctx context.Context, c *cli, _ []string) error { return runBench(ctx, c, o) }
 	},
 }
