@@ -47,6 +47,7 @@ type globals struct {
 	json          bool
 	partitionsSet bool // --partitions given explicitly
 	namespaceSet  bool // --namespace given explicitly
+	schemaSet     bool // --schema given explicitly
 }
 
 // globalFlagNames lists the global flags; isBool says which take no value.
@@ -116,7 +117,7 @@ func init() {
 	commands = []*command{
 		categoriesCommand, readCommand, replayCommand, tailCommand, appendCommand,
 		projectionsCommand, quarantineListCommand, quarantineRetryCommand, quarantineSkipCommand,
-		doctorCommand,
+		doctorCommand, benchCommand,
 	}
 }
 
@@ -221,6 +222,8 @@ func runCommand(ctx context.Context, cmd *command, args []string, stdin io.Reade
 			c.g.partitionsSet = true
 		case "namespace":
 			c.g.namespaceSet = true
+		case "schema":
+			c.g.schemaSet = true
 		}
 	})
 	if err := c.checkGlobals(); err != nil {

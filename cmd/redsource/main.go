@@ -1,7 +1,9 @@
 // Command redsource is the operator CLI of redsource: it lists categories,
 // reads, replays, follows and appends events in the Redis event store,
 // shows and repairs projections (status, quarantined events) kept in
-// PostgreSQL, and checks that Redis is set up to keep events safe.
+// PostgreSQL, checks that Redis is set up to keep events safe, and
+// measures redsource on the user's servers next to raw ceilings and the
+// Watermill peer.
 //
 //	redsource categories
 //	redsource read account a1 --from-version 3
@@ -13,6 +15,7 @@
 //	redsource quarantine list balances
 //	redsource quarantine retry balances 1714564800000-0
 //	redsource doctor --namespace bank
+//	redsource bench --rounds 1 --peer bin/watermill-bench
 //
 // Run `redsource help <command>` for one command; docs/cli.md describes
 // every command, the JSON output and the exit codes.
