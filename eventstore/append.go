@@ -57,12 +57,19 @@ func (s *Store) Append(ctx context.Context, stream StreamID, expected Expected, 
 		}
 	}
 	p := s.Partition(stream)
-	keys := []string{s.keys.Log(stream.Category, p), s.keys.Aggregate(stream.Category, p, stream.ID), s.keys.PartitionMeta(stream.Category, p)}
-	create, resend := byte('-'), s.unknown.has(ids[0]) && expected.kind != expectExact
-	args[0] = partitionMeta(ident, n)
+	log, meta := s.keys.Log(stream.Category, p), s.keys.PartitionMeta(stream.Category, p)
+	pending := &pendingAppend{index: s.keys.Aggregate(stream.Category, p, stream.ID), args: args}
+	for _, a := range args {
+		pending.size += len(a)
+	}
+	metaValue := partitionMeta(ident, n)
+	resend := s.unknown.has(ids[0]) && expected.kind != expectExact
 	for {
-		args[1] = control(create, expected, resend, ids[0])
-		reply, err := appendScript.Exec(ctx, s.client, keys, args).ToString()
+		pending.ctl = control(expected, resend, ids[0])
+		reply, err := s.appendOnce(ctx, log, meta, metaValue, pending)
+		if err == nil {
+			err = appendLineError(reply)
+		}
 		if err != nil {
 			// Nothing ran (unavailable), or it may have run (unknown): the
 			// same events with the same IDs are recognised if it did, at
@@ -79,10 +86,10 @@ func (s *Store) Append(ctx context.Context, stream StreamID, expected Expected, 
 			return AppendResult{}, fmt.Errorf("eventstore: append to %s: %w", stream, classify(err))
 		}
 		if have, ok := strings.CutPrefix(reply, "3 "); ok {
-			if err := s.partitionMetaRefused(ctx, stream, p, ident, n, have, create == 'C'); err != nil {
+			if err := s.partitionMetaRefused(ctx, stream, p, ident, n, have, pending.create); err != nil {
 				return AppendResult{}, err
 			}
-			create = 'C' // a partition new to this namespace: create its meta key
+			pending.create = true // a partition new to this namespace: create its meta key
 			continue
 		}
 		res, err := parseAppendReply(stream, expected, p, ids, reply)
@@ -91,6 +98,17 @@ func (s *Store) Append(ctx context.Context, stream StreamID, expected Expected, 
 		}
 		return res, err
 	}
+}
+
+// appendLineError is the error of an append whose write failed in the
+// script ("4 <error>": nothing of it is left): refused, like the error of
+// a command that Redis refused.
+func appendLineError(line string) error {
+	msg, ok := strings.CutPrefix(line, "4 ")
+	if !ok {
+		return nil
+	}
+	return &classified{class: ErrRefused, err: fmt.Errorf("%s", msg)}
 }
 
 // How far before an event UUIDv7's time the original of a retried append
@@ -104,24 +122,24 @@ const (
 	recentWindow = time.Second
 )
 
-// control is the script's ARGV[2] (see append.lua): whether the partition
-// meta may be created, the expected version's kind, whether this is a
-// known re-send, and the expected version (exact) or the lowest log
+// control is an append's control string (see append.lua): the expected
+// version's kind, whether this is a known re-send, and the expected
+// version (exact) or the lowest log
 // millisecond the original of a retry can have (the first event's UUIDv7
 // time less the window; 0, no bound, for an ID of another version).
-func control(create byte, expected Expected, resend bool, first uuid.UUID) string {
-	b := make([]byte, 3, 24)
-	b[0], b[1], b[2] = create, 'a', '-'
+func control(expected Expected, resend bool, first uuid.UUID) string {
+	b := make([]byte, 2, 24)
+	b[0], b[1] = 'a', '-'
 	switch expected.kind {
 	case expectExact:
-		b[1] = 'e'
+		b[0] = 'e'
 		return string(strconv.AppendUint(b, expected.version, 10))
 	case expectExists:
-		b[1] = 'x'
+		b[0] = 'x'
 	}
 	window := recentWindow
 	if resend {
-		b[2], window = 'R', resendWindow
+		b[1], window = 'R', resendWindow
 	}
 	bound := int64(0)
 	if first.Version() == 7 {
@@ -162,7 +180,7 @@ func (s *Store) partitionMetaRefused(ctx context.Context, stream StreamID, p int
 		stream, ErrPartitionMismatch, stream.Category, count, p, n)
 }
 
-// appendArgs validates an append and builds the script's ARGV.
+// appendArgs validates an append and builds its part of the script's ARGV.
 func (s *Store) appendArgs(stream StreamID, expected Expected, events []EventData) ([]string, []uuid.UUID, error) {
 	if err := keys.ValidateCategory(stream.Category); err != nil {
 		return nil, nil, invalidName(err)
@@ -176,9 +194,8 @@ func (s *Store) appendArgs(stream StreamID, expected Expected, events []EventDat
 	case len(events) > s.cfg.MaxAppendEvents:
 		return nil, nil, fmt.Errorf("%w: %d events to append to %s, the limit is %d", ErrInvalidAppend, len(events), stream, s.cfg.MaxAppendEvents)
 	}
-	// args[0] and args[1] (the partition meta and the control string)
-	// are filled in by Append.
-	args := make([]string, 2, 2+2*len(events))
+	// Two per event: its header and its data.
+	args := make([]string, 0, 2*len(events))
 	ids := make([]uuid.UUID, len(events))
 	seen := make(map[uuid.UUID]int, len(events))
 	total := 0

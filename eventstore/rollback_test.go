@@ -111,4 +111,13 @@ func TestAppendUndoneWhenAWriteFails(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, uint64(1), v, "the index is unchanged")
 	require.Len(t, collect(t, s.Read(ctx, st, 0)), 1)
+
+	// The log has no ID left: a one-event append fails at its first write,
+	// refused, with nothing written.
+	_, err = s.Append(ctx, st, eventstore.Exact(1), ev("C", ""))
+	require.ErrorIs(t, err, eventstore.ErrRefused)
+	require.ErrorContains(t, err, "exhausted")
+	v, err = s.Version(ctx, st)
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), v)
 }

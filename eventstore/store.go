@@ -130,7 +130,8 @@ type Store struct {
 	ident      string         // the namespace identity, once known
 	// serverChecked: the Redis settings were read and are safe.
 	serverChecked bool
-	unknown       resends // appends of unknown outcome, to flag their re-sends
+	unknown       resends  // appends of unknown outcome, to flag their re-sends
+	appends       appender // concurrent appends per partition (batch.go)
 }
 
 // New returns a Store over client. cfg is copied; defaults are applied to
