@@ -1,21 +1,20 @@
 package aggregate_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"math/rand/v2"
-	"net"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
 
 	"github.com/redsource/redsource/aggregate"
 	"github.com/redsource/redsource/eventstore"
+	"github.com/redsource/redsource/internal/faultenv"
 	"github.com/redsource/redsource/internal/testenv"
 	"github.com/redsource/redsource/snapshot"
 )
@@ -196,90 +195,16 @@ func TestUpdateGivesUp(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 }
 
-// replyDropper is a TCP proxy in front of Redis that, when armed, lets the
-// next EVALSHA through to the server and then cuts the connection before
-// the reply reaches the client: the append happened, the client cannot
-// know.
-type replyDropper struct {
-	ln      net.Listener
-	target  string
-	armed   atomic.Bool
-	dropped atomic.Int32
-	wg      sync.WaitGroup
-}
-
-func newReplyDropper(t *testing.T, target string) *replyDropper {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// storeBehind is a store whose connections (to every node of a cluster)
+// go through d, which drops the reply of the next append script once
+// armed (arm). Its own retries of an unknown outcome are off unless retry
+// is set, so that the repository's are what a test sees.
+func storeBehind(t *testing.T, d *faultenv.Dropper, ns string, retry ...bool) *eventstore.Store {
+	opt := testenv.RedisOption(t, testenv.RedisURL())
+	opt.DialCtxFn = d.Dial
+	c, err := rueidis.NewClient(opt)
 	require.NoError(t, err)
-	p := &replyDropper{ln: ln, target: target}
-	p.wg.Go(p.accept)
-	t.Cleanup(func() { ln.Close(); p.wg.Wait() })
-	return p
-}
-
-func (p *replyDropper) accept() {
-	var conns sync.WaitGroup
-	defer conns.Wait()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		var cut atomic.Bool // the script is on its way: cut on its reply
-		closeBoth := func() { c.Close(); s.Close() }
-		conns.Go(func() { // client → server
-			defer closeBoth()
-			buf := make([]byte, 64<<10)
-			for {
-				n, err := c.Read(buf)
-				if n > 0 {
-					if bytes.Contains(bytes.ToUpper(buf[:n]), []byte("EVALSHA")) && p.armed.CompareAndSwap(true, false) {
-						cut.Store(true)
-					}
-					if _, werr := s.Write(buf[:n]); werr != nil {
-						return
-					}
-				}
-				if err != nil {
-					return
-				}
-			}
-		})
-		conns.Go(func() { // server → client
-			defer closeBoth()
-			buf := make([]byte, 64<<10)
-			for {
-				n, err := s.Read(buf)
-				if n > 0 && cut.Load() {
-					p.dropped.Add(1)
-					return
-				}
-				if n > 0 {
-					if _, werr := c.Write(buf[:n]); werr != nil {
-						return
-					}
-				}
-				if err != nil {
-					return
-				}
-			}
-		})
-	}
-}
-
-// storeBehind is a store whose connection goes through p. Its own retries
-// of an unknown outcome are off unless retry is set, so that the
-// repository's are what a test sees.
-func storeBehind(t *testing.T, p *replyDropper, ns string, retry ...bool) *eventstore.Store {
-	u, err := url.Parse(testenv.RedisURL())
-	require.NoError(t, err)
-	u.Host = p.ln.Addr().String()
-	c := testenv.RedisAt(t, u.String())
+	t.Cleanup(c.Close)
 	cfg := eventstore.Config{Namespace: ns, RetryUnavailable: -1}
 	if len(retry) > 0 && retry[0] {
 		cfg.RetryUnavailable = 0 // the default
@@ -289,16 +214,22 @@ func storeBehind(t *testing.T, p *replyDropper, ns string, retry ...bool) *event
 	return s
 }
 
-func redisHost(t *testing.T) string {
-	u, err := url.Parse(testenv.RedisURL())
-	require.NoError(t, err)
-	return u.Host
+// newDropper drops nothing until arm; then only the append script counts.
+func newDropper() *faultenv.Dropper {
+	d := faultenv.NewDropper(1)
+	d.Only("EVALSHA", "EVAL")
+	return d
 }
+
+// arm: the next append script runs, and its reply is lost.
+func arm(d *faultenv.Dropper) { d.DropNext(1) }
+
+func dropped(d *faultenv.Dropper) int32 { return int32(d.Stats().Dropped) }
 
 func TestSaveRetryAfterLostReplyAppendsOnce(t *testing.T) {
 	t.Parallel()
 	ctx, direct := ctxT(t), newStore(t)
-	proxy := newReplyDropper(t, redisHost(t))
+	proxy := newDropper()
 	store := storeBehind(t, proxy, direct.Namespace())
 	repo := newRepo(t, store, accountConfig())
 
@@ -308,11 +239,11 @@ func TestSaveRetryAfterLostReplyAppendsOnce(t *testing.T) {
 
 	require.NoError(t, a.Deposit(10))
 	require.NoError(t, a.Deposit(20))
-	proxy.armed.Store(true)
+	arm(proxy)
 	err := repo.Save(ctx, a)
 	require.ErrorIs(t, err, eventstore.ErrUnknownOutcome, "the reply was lost")
 	require.False(t, errors.Is(err, eventstore.ErrConflict))
-	require.Equal(t, int32(1), proxy.dropped.Load())
+	require.Equal(t, int32(1), dropped(proxy))
 	require.Len(t, streamEvents(t, ctx, direct, repo.Stream("a1")), 3, "but the append happened")
 	require.Equal(t, uint64(1), a.Version(), "the aggregate cannot know")
 	require.Len(t, a.Changes(), 2)
@@ -334,16 +265,16 @@ func TestSaveRetryAfterLostReplyAppendsOnce(t *testing.T) {
 func TestStoreResendsAfterLostReply(t *testing.T) {
 	t.Parallel()
 	ctx, direct := ctxT(t), newStore(t)
-	proxy := newReplyDropper(t, redisHost(t))
+	proxy := newDropper()
 	store := storeBehind(t, proxy, direct.Namespace(), true)
 	repo := newRepo(t, store, accountConfig())
 	a := repo.New("a1")
 	require.NoError(t, a.Open("ada"))
 	require.NoError(t, repo.Save(ctx, a))
 	require.NoError(t, a.Deposit(10))
-	proxy.armed.Store(true)
+	arm(proxy)
 	require.NoError(t, repo.Save(ctx, a))
-	require.Equal(t, int32(1), proxy.dropped.Load())
+	require.Equal(t, int32(1), dropped(proxy))
 	require.Equal(t, uint64(2), a.Version())
 	require.Len(t, streamEvents(t, ctx, direct, repo.Stream("a1")), 2, "appended once")
 }
@@ -351,7 +282,7 @@ func TestStoreResendsAfterLostReply(t *testing.T) {
 func TestUpdateRetriesLostReplyWithSameIDs(t *testing.T) {
 	t.Parallel()
 	ctx, direct := ctxT(t), newStore(t)
-	proxy := newReplyDropper(t, redisHost(t))
+	proxy := newDropper()
 	store := storeBehind(t, proxy, direct.Namespace())
 	cfg := counterConfig()
 	cfg.MinBackoff, cfg.MaxBackoff = time.Millisecond, time.Millisecond
@@ -362,11 +293,11 @@ func TestUpdateRetriesLostReplyWithSameIDs(t *testing.T) {
 	calls := 0
 	c, err := repo.Update(ctx, "c1", func(c *counter) error {
 		calls++
-		proxy.armed.Store(true) // the next append's reply is lost
+		arm(proxy) // the next append's reply is lost
 		return c.Increment()
 	})
 	require.NoError(t, err)
-	require.Equal(t, int32(1), proxy.dropped.Load())
+	require.Equal(t, int32(1), dropped(proxy))
 	require.Equal(t, 1, calls, "re-sent, not decided again")
 	require.Equal(t, uint64(2), c.Version())
 	require.Len(t, streamEvents(t, ctx, direct, repo.Stream("c1")), 2, "appended once")
