@@ -64,7 +64,7 @@ func (b *bench) sortedResults() []*benchResult {
 // benchSectionNotes say what each section's rows measure.
 var benchSectionNotes = map[string]string{
 	"append": "300-byte events to 10,000 aggregates over 8 partitions, each caller appending to its own aggregates; latency per call; " +
-		"B/EVENT counts the aggregate streams too, each about 4.7 KB until it holds about 90 entries, so a short run shows that floor",
+		"B/EVENT counts the aggregate indexes too",
 	"load": "whole aggregates of 300-byte events, loaded and decoded (events/s = aggregate size × loads/s); the snapshot is at the last version; latency per load",
 	"projection": "a log of --events 300-byte events over 10,000 aggregates, 8 partitions, applied once per round by a new projection; " +
 		"the Runner's ceiling is the lower of the two raw ones",
